@@ -1,0 +1,17 @@
+//! The scoring core of the engine: everything that turns one measurement into one
+//! `fastpath` row, with no I/O, no async runtime and no database.
+//!
+//! It reproduces OONI fastpath 0.92 (see `spec/fastpath.md` in the shared specs):
+//! getter semantics (null vs missing), identifier formats, the default scorer, the
+//! date sanity check, the anomaly/confirmed/failure flags and every column rule.
+
+pub mod getters;
+pub mod ids;
+pub mod pyparse;
+pub mod row;
+pub mod scores;
+pub mod ujson;
+pub mod urlparse;
+
+pub use row::{derive_row, DropKind, Dropped, FastpathRow, Outcome};
+pub use scores::{DefaultScorer, ScoreError, Scorer, ScorerInfo, Scores};
