@@ -42,6 +42,8 @@ pub struct FastpathRow {
     pub is_verified: String,
     pub scorer_name: String,
     pub scorer_version: String,
+    /// Content hash of the fingerprint set the scorer saw; empty when none was used.
+    pub fingerprints_version: String,
 }
 
 /// Why a measurement produced no row.
@@ -309,6 +311,7 @@ fn derive(body: &[u8], uid: &str, scorers: &dyn ScorerSelect) -> Result<Fastpath
         is_verified,
         scorer_name: name,
         scorer_version: version,
+        fingerprints_version: String::new(),
     })
 }
 

@@ -1,0 +1,177 @@
+//! One TOML file, overridden by `OONI_*` environment variables, overridden by flags.
+//! Every key has a default so that `ooni-engine serve` runs with no setup.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value {value:?} for environment variable {var}")]
+    Env { var: &'static str, value: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    pub listen: SocketAddr,
+    /// Root of everything kept on local disk: the spool, and the SQLite file by default.
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; empty means `sqlite://{data_dir}/ooni.sqlite`.
+    pub database_url: String,
+    /// The `n{collector_id}` part of report ids and can names.
+    pub collector_id: String,
+    /// The address probes are told to upload to (`/api/v1/collectors`).
+    pub public_url: String,
+    /// Largest request body accepted, compressed or not (413 above it).
+    pub max_body_bytes: usize,
+    /// Largest measurement accepted after zstd decompression (413 above it).
+    pub max_decompressed_bytes: usize,
+    /// Scoring threads; 0 means one per core.
+    pub scoring_workers: usize,
+    /// Measurements held in memory between the spool and the scorers; beyond it they
+    /// wait in the spool and are picked up by the catch-up scan.
+    pub scoring_queue: usize,
+    /// Most spool writes that share one filesystem sync.
+    pub spool_group_commit: usize,
+    /// Most rows written to the database in one transaction.
+    pub db_batch_rows: usize,
+    /// Longest a scored row waits for its batch to fill, in milliseconds.
+    pub db_batch_wait_ms: u64,
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("data"),
+            database_url: String::new(),
+            collector_id: "1".to_owned(),
+            public_url: String::new(),
+            max_body_bytes: 20 * 1024 * 1024,
+            max_decompressed_bytes: 40 * 1024 * 1024,
+            scoring_workers: 0,
+            scoring_queue: 4096,
+            spool_group_commit: 512,
+            db_batch_rows: 500,
+            db_batch_wait_ms: 20,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+fn env_parse<T: std::str::FromStr>(var: &'static str, into: &mut T) -> Result<(), ConfigError> {
+    if let Ok(value) = std::env::var(var) {
+        *into = value.parse().map_err(|_| ConfigError::Env { var, value })?;
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Reads the file if one is given, then applies `OONI_*` variables.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut cfg = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_owned(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: p.to_owned(),
+                    message: e.to_string(),
+                })?
+            }
+            None => Config::default(),
+        };
+        env_parse("OONI_LISTEN", &mut cfg.listen)?;
+        env_parse("OONI_DATA_DIR", &mut cfg.data_dir)?;
+        env_parse("OONI_DATABASE_URL", &mut cfg.database_url)?;
+        env_parse("OONI_COLLECTOR_ID", &mut cfg.collector_id)?;
+        env_parse("OONI_PUBLIC_URL", &mut cfg.public_url)?;
+        env_parse("OONI_MAX_BODY_BYTES", &mut cfg.max_body_bytes)?;
+        env_parse("OONI_MAX_DECOMPRESSED_BYTES", &mut cfg.max_decompressed_bytes)?;
+        env_parse("OONI_SCORING_WORKERS", &mut cfg.scoring_workers)?;
+        env_parse("OONI_SCORING_QUEUE", &mut cfg.scoring_queue)?;
+        env_parse("OONI_SPOOL_GROUP_COMMIT", &mut cfg.spool_group_commit)?;
+        env_parse("OONI_DB_BATCH_ROWS", &mut cfg.db_batch_rows)?;
+        env_parse("OONI_DB_BATCH_WAIT_MS", &mut cfg.db_batch_wait_ms)?;
+        if let Ok(v) = std::env::var("OONI_LOG_FORMAT") {
+            cfg.log_format = match v.as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => return Err(ConfigError::Env { var: "OONI_LOG_FORMAT", value: v }),
+            };
+        }
+        Ok(cfg)
+    }
+
+    pub fn database_url(&self) -> String {
+        if self.database_url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("ooni.sqlite").display())
+        } else {
+            self.database_url.clone()
+        }
+    }
+
+    pub fn public_url(&self) -> String {
+        if self.public_url.is_empty() {
+            format!("http://{}", self.listen)
+        } else {
+            self.public_url.clone()
+        }
+    }
+
+    pub fn spool_dir(&self) -> PathBuf {
+        self.data_dir.join("spool")
+    }
+
+    pub fn scoring_workers(&self) -> usize {
+        if self.scoring_workers > 0 {
+            self.scoring_workers
+        } else {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_values_override_defaults_and_unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "listen = \"0.0.0.0:9000\"\ncollector_id = \"7\"\n").unwrap();
+        let c = Config::load(Some(&p)).unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.collector_id, "7");
+        assert_eq!(c.max_body_bytes, 20 * 1024 * 1024);
+        std::fs::write(&p, "lisen = \"0.0.0.0:9000\"\n").unwrap();
+        let err = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn default_database_is_sqlite_under_the_data_dir() {
+        let c = Config::default();
+        assert_eq!(c.database_url(), "sqlite://data/ooni.sqlite");
+    }
+}

@@ -1,0 +1,281 @@
+//! The durability point. Each measurement is one file,
+//! `incoming/{YYYYMMDDHH}_{CC}_{testname}/{uid}.post`, as in OONI, so that cans and
+//! postcans can be built from it unchanged.
+//!
+//! Writes go through one committer thread that groups them: every write waiting when a
+//! group starts is written to a `.post.tmp` file and renamed into place, then ONE
+//! `syncfs` makes the whole group durable, and only then is each writer answered. A
+//! file that a crash leaves behind before that sync was never acknowledged; its
+//! content is checked against the SHA-512 prefix in its own uid on recovery, so a
+//! torn file is set aside instead of scored (see `verify_body`).
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+
+use ooni_core::ids::{body_hash16, parse_measurement_uid};
+
+struct WriteJob {
+    dir: String,
+    uid: String,
+    body: Arc<[u8]>,
+    done: oneshot::Sender<io::Result<()>>,
+}
+
+/// Figures of the last group commits, read by `/metrics`.
+#[derive(Debug, Default)]
+pub struct SpoolStats {
+    pub groups: std::sync::atomic::AtomicU64,
+    pub writes: std::sync::atomic::AtomicU64,
+    pub sync_micros: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct Spool {
+    incoming: PathBuf,
+    quarantine: PathBuf,
+    tx: mpsc::Sender<WriteJob>,
+    pub stats: Arc<SpoolStats>,
+}
+
+/// A spooled measurement found on disk.
+#[derive(Debug, Clone)]
+pub struct SpooledFile {
+    pub uid: String,
+    pub path: PathBuf,
+}
+
+impl Spool {
+    /// Opens (creating) the spool under `root` and starts its committer thread.
+    /// Leftover `.post.tmp` files were never acknowledged and are removed.
+    pub fn open(root: &Path, group_max: usize) -> io::Result<Spool> {
+        let incoming = root.join("incoming");
+        let quarantine = root.join("quarantine");
+        fs::create_dir_all(&incoming)?;
+        fs::create_dir_all(&quarantine)?;
+        for dir in fs::read_dir(&incoming)? {
+            let dir = dir?.path();
+            if !dir.is_dir() {
+                continue;
+            }
+            for f in fs::read_dir(&dir)? {
+                let p = f?.path();
+                if p.extension().is_some_and(|e| e == "tmp") {
+                    tracing::info!(path = %p.display(), "removing unacknowledged temporary spool file");
+                    fs::remove_file(&p)?;
+                }
+            }
+        }
+        let (tx, rx) = mpsc::channel(group_max.max(1) * 4);
+        let stats = Arc::new(SpoolStats::default());
+        let root_fd = File::open(&incoming)?;
+        let thread_incoming = incoming.clone();
+        let thread_stats = stats.clone();
+        std::thread::Builder::new()
+            .name("spool-commit".into())
+            .spawn(move || committer(thread_incoming, root_fd, rx, group_max.max(1), thread_stats))?;
+        Ok(Spool {
+            incoming,
+            quarantine,
+            tx,
+            stats,
+        })
+    }
+
+    /// Stores `body` as `{dir}/{uid}.post` and returns once it is durable on disk.
+    pub async fn write(&self, dir: String, uid: String, body: Arc<[u8]>) -> io::Result<()> {
+        let (done, wait) = oneshot::channel();
+        let job = WriteJob { dir, uid, body, done };
+        self.tx
+            .send(job)
+            .await
+            .map_err(|_| io::Error::other("spool committer stopped"))?;
+        wait.await
+            .map_err(|_| io::Error::other("spool committer stopped"))?
+    }
+
+    /// Where a measurement lives while it is in the spool.
+    pub fn path_of(&self, uid: &str) -> Option<PathBuf> {
+        let parsed = parse_measurement_uid(uid)?;
+        Some(self.incoming.join(parsed.spool_dir()).join(format!("{uid}.post")))
+    }
+
+    pub fn incoming_dir(&self) -> &Path {
+        &self.incoming
+    }
+
+    /// Every `.post` file in the spool, oldest hour first.
+    pub fn scan(&self) -> io::Result<Vec<SpooledFile>> {
+        let mut dirs: Vec<PathBuf> = fs::read_dir(&self.incoming)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir())
+            .collect();
+        dirs.sort();
+        let mut out = Vec::new();
+        for dir in dirs {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                // The uploader may remove an hour directory while we scan.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for e in entries {
+                let path = e?.path();
+                let Some(uid) = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_suffix(".post"))
+                else {
+                    continue;
+                };
+                out.push(SpooledFile {
+                    uid: uid.to_owned(),
+                    path,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Moves a file that failed its integrity check out of the way, keeping it for
+    /// an operator to look at.
+    pub fn quarantine(&self, file: &SpooledFile) -> io::Result<PathBuf> {
+        let to = self.quarantine.join(format!("{}.post", file.uid));
+        fs::rename(&file.path, &to)?;
+        Ok(to)
+    }
+}
+
+/// True when `body` is what the uid's hash says was stored.
+pub fn verify_body(uid: &str, body: &[u8]) -> bool {
+    parse_measurement_uid(uid).is_some_and(|p| p.hash16 == body_hash16(body))
+}
+
+fn write_file(incoming: &Path, known_dirs: &mut HashSet<String>, job: &WriteJob) -> io::Result<()> {
+    let dir = incoming.join(&job.dir);
+    if !known_dirs.contains(&job.dir) {
+        fs::create_dir_all(&dir)?;
+        known_dirs.insert(job.dir.clone());
+    }
+    let tmp = dir.join(format!("{}.post.tmp", job.uid));
+    let mut f = File::create(&tmp)?;
+    f.write_all(&job.body)?;
+    drop(f);
+    fs::rename(&tmp, dir.join(format!("{}.post", job.uid)))
+}
+
+fn syncfs(f: &File) -> io::Result<()> {
+    // SAFETY: syncfs only reads the descriptor, which `f` keeps open.
+    let rc = unsafe { libc::syncfs(f.as_raw_fd()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn committer(
+    incoming: PathBuf,
+    root_fd: File,
+    mut rx: mpsc::Receiver<WriteJob>,
+    group_max: usize,
+    stats: Arc<SpoolStats>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut known_dirs = HashSet::new();
+    let mut group = Vec::with_capacity(group_max);
+    let mut results = Vec::with_capacity(group_max);
+    while let Some(first) = rx.blocking_recv() {
+        group.push(first);
+        while group.len() < group_max {
+            match rx.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        for job in &group {
+            let r = write_file(&incoming, &mut known_dirs, job);
+            if r.is_err() {
+                // A directory removed under us (by the uploader) must be re-created.
+                known_dirs.remove(&job.dir);
+            }
+            results.push(r);
+        }
+        let t = Instant::now();
+        let synced = syncfs(&root_fd);
+        stats.sync_micros.fetch_add(t.elapsed().as_micros() as u64, Relaxed);
+        stats.groups.fetch_add(1, Relaxed);
+        stats.writes.fetch_add(group.len() as u64, Relaxed);
+        for (job, r) in group.drain(..).zip(results.drain(..)) {
+            let r = match (&synced, r) {
+                (Err(e), _) => Err(io::Error::new(e.kind(), format!("syncfs: {e}"))),
+                (Ok(()), r) => r,
+            };
+            // The writer may have gone away (client disconnected); the file stays.
+            let _ = job.done.send(r);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn writes_are_durable_files_named_by_uid() {
+        let root = tempfile::tempdir().unwrap();
+        let spool = Spool::open(root.path(), 8).unwrap();
+        let body: Arc<[u8]> = Arc::from(&b"{\"a\":1}"[..]);
+        let uid = format!("20240101000000.000001_IT_ndt_{}", body_hash16(&body));
+        spool
+            .write("2024010100_IT_ndt".into(), uid.clone(), body.clone())
+            .await
+            .unwrap();
+        let path = spool.path_of(&uid).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), &body[..]);
+        let found = spool.scan().unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].uid, uid);
+        assert!(verify_body(&uid, &body));
+        assert!(!verify_body(&uid, b"{}"));
+    }
+
+    #[tokio::test]
+    async fn concurrent_writes_share_syncs() {
+        let root = tempfile::tempdir().unwrap();
+        let spool = Spool::open(root.path(), 64).unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..200u32 {
+            let s = spool.clone();
+            tasks.push(tokio::spawn(async move {
+                let body: Arc<[u8]> = Arc::from(format!("{{\"i\":{i}}}").into_bytes());
+                let uid = format!("20240101000000.{i:06}_IT_ndt_{}", body_hash16(&body));
+                s.write("2024010100_IT_ndt".into(), uid, body).await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        use std::sync::atomic::Ordering::Relaxed;
+        assert_eq!(spool.stats.writes.load(Relaxed), 200);
+        assert!(spool.stats.groups.load(Relaxed) < 200);
+        assert_eq!(spool.scan().unwrap().len(), 200);
+    }
+
+    #[test]
+    fn stale_temporary_files_are_removed_on_open() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("incoming/2024010100_IT_ndt");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("x.post.tmp"), b"partial").unwrap();
+        fs::write(dir.join("20240101000000.000001_IT_ndt_0000000000000000.post"), b"{}").unwrap();
+        let spool = Spool::open(root.path(), 8).unwrap();
+        assert!(!dir.join("x.post.tmp").exists());
+        assert_eq!(spool.scan().unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,10 @@
+//! The OONI measurement engine: probes upload, the spool keeps, scorers score, the
+//! store serves. `main.rs` is only the command line over these modules.
+
+pub mod api;
+pub mod config;
+pub mod ingest;
+pub mod metrics;
+pub mod scoring;
+pub mod serve;
+pub mod store;

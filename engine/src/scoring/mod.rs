@@ -1,0 +1,263 @@
+//! From the spool to the database: scoring threads, the batched row writer, and the
+//! catch-up scan that scores any spooled measurement without a row (at start, and
+//! whenever the in-memory queue overflowed).
+
+pub mod registry;
+
+use crate::ingest::spool::{verify_body, Spool};
+use crate::metrics::Metrics;
+use crate::store::{DropRecord, Store};
+use ooni_core::{derive_row, FastpathRow, Outcome};
+use registry::Registry;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// A measurement waiting to be scored.
+pub struct ScoreJob {
+    pub uid: String,
+    pub body: Arc<[u8]>,
+    /// When the probe was answered; `None` for measurements found by the catch-up scan.
+    pub acked_at: Option<Instant>,
+}
+
+enum Scored {
+    Row(Box<FastpathRow>, Option<Instant>),
+    Drop(DropRecord),
+}
+
+pub struct PipelineConfig {
+    pub workers: usize,
+    pub queue: usize,
+    pub batch_rows: usize,
+    pub batch_wait: Duration,
+}
+
+/// The running scoring pipeline. Cloning gives another handle to the same queue.
+#[derive(Clone)]
+pub struct Pipeline {
+    tx: crossbeam_channel::Sender<ScoreJob>,
+    backlog: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+}
+
+/// What `shutdown` waits for.
+pub struct PipelineTasks {
+    workers: Vec<std::thread::JoinHandle<()>>,
+    writer: JoinHandle<()>,
+}
+
+impl Pipeline {
+    pub fn start(
+        cfg: &PipelineConfig,
+        store: Store,
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<(Pipeline, PipelineTasks)> {
+        let (tx, rx) = crossbeam_channel::bounded::<ScoreJob>(cfg.queue.max(1));
+        let (out_tx, out_rx) = mpsc::channel::<Scored>(cfg.batch_rows.max(1) * 4);
+        let mut workers = Vec::new();
+        for i in 0..cfg.workers.max(1) {
+            let rx = rx.clone();
+            let out = out_tx.clone();
+            let registry = registry.clone();
+            workers.push(
+                std::thread::Builder::new()
+                    .name(format!("score-{i}"))
+                    .spawn(move || score_loop(rx, out, registry))?,
+            );
+        }
+        drop(out_tx);
+        let writer = tokio::spawn(write_loop(
+            out_rx,
+            store,
+            metrics.clone(),
+            cfg.batch_rows.max(1),
+            cfg.batch_wait,
+        ));
+        Ok((
+            Pipeline {
+                tx,
+                backlog: Arc::new(AtomicBool::new(false)),
+                metrics,
+            },
+            PipelineTasks { workers, writer },
+        ))
+    }
+
+    /// Hands a durable measurement to the scorers without waiting. When the queue is
+    /// full the measurement stays in the spool and the catch-up scan scores it later.
+    pub fn offer(&self, job: ScoreJob) {
+        if self.tx.try_send(job).is_err() {
+            self.backlog.store(true, Ordering::Release);
+            self.metrics.score_queue_overflows.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Scores every spooled measurement that has neither a row nor a drop record.
+    /// Returns how many were queued.
+    pub async fn catch_up(&self, spool: &Spool, store: &Store) -> anyhow::Result<usize> {
+        let scan_spool = spool.clone();
+        let files = tokio::task::spawn_blocking(move || scan_spool.scan()).await??;
+        let mut queued = 0;
+        for chunk in files.chunks(500) {
+            let uids: Vec<String> = chunk.iter().map(|f| f.uid.clone()).collect();
+            let known = store.known_uids(&uids).await?;
+            let todo: Vec<_> = chunk.iter().filter(|f| !known.contains(&f.uid)).cloned().collect();
+            if todo.is_empty() {
+                continue;
+            }
+            let tx = self.tx.clone();
+            let spool = spool.clone();
+            let metrics = self.metrics.clone();
+            queued += tokio::task::spawn_blocking(move || {
+                let mut n = 0;
+                for f in todo {
+                    let body = match std::fs::read(&f.path) {
+                        Ok(b) => b,
+                        // Uploaded and removed since the scan: it already has its row.
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => {
+                            tracing::error!(uid = %f.uid, error = %e, "cannot read spooled measurement");
+                            continue;
+                        }
+                    };
+                    if !verify_body(&f.uid, &body) {
+                        // Only a write interrupted before its group sync (so never
+                        // acknowledged) can disagree with its own uid.
+                        match spool.quarantine(&f) {
+                            Ok(to) => tracing::warn!(uid = %f.uid, to = %to.display(), "spool file does not match its uid; quarantined"),
+                            Err(e) => tracing::error!(uid = %f.uid, error = %e, "cannot quarantine spool file"),
+                        }
+                        metrics.quarantined.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    let job = ScoreJob { uid: f.uid, body: body.into(), acked_at: None };
+                    if tx.send(job).is_err() {
+                        break;
+                    }
+                    n += 1;
+                }
+                n
+            })
+            .await?;
+        }
+        self.metrics.recovered.fetch_add(queued as u64, Ordering::Relaxed);
+        Ok(queued)
+    }
+
+    /// Runs a catch-up scan whenever the queue has overflowed since the last one.
+    pub fn spawn_backlog_watch(&self, spool: Spool, store: Store) -> JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                tick.tick().await;
+                if this.backlog.swap(false, Ordering::AcqRel) {
+                    match this.catch_up(&spool, &store).await {
+                        Ok(n) => tracing::info!(queued = n, "catch-up scan after queue overflow"),
+                        Err(e) => {
+                            this.backlog.store(true, Ordering::Release);
+                            tracing::error!(error = %e, "catch-up scan failed; will retry");
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+impl PipelineTasks {
+    /// Lets the scorers finish what is queued and the writer flush it. `pipelines`
+    /// are every handle still alive; dropping them closes the queue.
+    pub async fn shutdown(self, pipelines: Vec<Pipeline>) {
+        drop(pipelines);
+        let workers = self.workers;
+        let _ = tokio::task::spawn_blocking(move || {
+            for w in workers {
+                let _ = w.join();
+            }
+        })
+        .await;
+        let _ = self.writer.await;
+    }
+}
+
+fn score_loop(rx: crossbeam_channel::Receiver<ScoreJob>, out: mpsc::Sender<Scored>, registry: Arc<Registry>) {
+    for job in rx {
+        let scored = match derive_row(&job.body, &job.uid, registry.as_ref()) {
+            Outcome::Row(mut row) => {
+                row.fingerprints_version = registry.fingerprints_version().to_owned();
+                Scored::Row(row, job.acked_at)
+            }
+            Outcome::Dropped(d) => {
+                tracing::debug!(uid = %job.uid, kind = d.kind.as_str(), reason = %d.reason, "no row for measurement");
+                Scored::Drop(DropRecord {
+                    measurement_uid: job.uid,
+                    kind: d.kind,
+                    reason: d.reason,
+                })
+            }
+        };
+        if out.blocking_send(scored).is_err() {
+            break;
+        }
+    }
+}
+
+async fn write_loop(
+    mut rx: mpsc::Receiver<Scored>,
+    store: Store,
+    metrics: Arc<Metrics>,
+    batch_rows: usize,
+    batch_wait: Duration,
+) {
+    let mut rows = Vec::with_capacity(batch_rows);
+    let mut acks = Vec::with_capacity(batch_rows);
+    let mut drops = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let deadline = tokio::time::Instant::now() + batch_wait;
+        let mut next = Some(first);
+        loop {
+            match next.take() {
+                Some(Scored::Row(r, acked)) => {
+                    rows.push(*r);
+                    acks.push(acked);
+                }
+                Some(Scored::Drop(d)) => drops.push(d),
+                None => {}
+            }
+            if rows.len() + drops.len() >= batch_rows {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(s)) => next = Some(s),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match store.write_batch(&rows, &drops).await {
+                Ok(()) => break,
+                Err(e) => {
+                    metrics.db_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, rows = rows.len(), "database write failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        let now = Instant::now();
+        for t in acks.iter().flatten() {
+            metrics.observe_ack_to_row(now.duration_since(*t));
+        }
+        metrics.db_batches.fetch_add(1, Ordering::Relaxed);
+        metrics.rows_written.fetch_add(rows.len() as u64, Ordering::Relaxed);
+        metrics.drops_written.fetch_add(drops.len() as u64, Ordering::Relaxed);
+        rows.clear();
+        acks.clear();
+        drops.clear();
+    }
+}

@@ -1,0 +1,119 @@
+//! `ooni-engine serve`: wires the spool, the scoring pipeline, the store and the API,
+//! recovers what a previous run left unscored, and drains on SIGTERM / Ctrl-C.
+
+use crate::api::{router, AppState};
+use crate::config::Config;
+use crate::ingest::spool::Spool;
+use crate::metrics::Metrics;
+use crate::scoring::registry::Registry;
+use crate::scoring::{Pipeline, PipelineConfig};
+use crate::store::Store;
+use anyhow::Context;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
+    let url = cfg.database_url();
+    let store = Store::connect(&url)
+        .await
+        .with_context(|| format!("connecting to the database ({})", redact(&url)))?;
+    store.migrate().await.context("applying migrations")?;
+    Ok(store)
+}
+
+/// Hides a password in a database URL for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => match url[s + 3..at].find(':') {
+            Some(c) => format!("{}:***{}", &url[..s + 3 + c], &url[at..]),
+            None => url.to_owned(),
+        },
+        _ => url.to_owned(),
+    }
+}
+
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let store = open_store(&cfg).await?;
+    let spool = Spool::open(&cfg.spool_dir(), cfg.spool_group_commit)
+        .with_context(|| format!("opening the spool at {}", cfg.spool_dir().display()))?;
+    let metrics = Arc::new(Metrics::default());
+    let (pipeline, tasks) = Pipeline::start(
+        &PipelineConfig {
+            workers: cfg.scoring_workers(),
+            queue: cfg.scoring_queue,
+            batch_rows: cfg.db_batch_rows,
+            batch_wait: Duration::from_millis(cfg.db_batch_wait_ms),
+        },
+        store.clone(),
+        Arc::new(Registry::default()),
+        metrics.clone(),
+    )?;
+
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("listening on {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, database = store.backend(), data_dir = %cfg.data_dir.display(), "engine started");
+    // A line on stdout that scripts and tests can wait for.
+    println!("ooni-engine listening on {addr}");
+
+    let recovery = {
+        let (p, s, st) = (pipeline.clone(), spool.clone(), store.clone());
+        tokio::spawn(async move {
+            match p.catch_up(&s, &st).await {
+                Ok(n) => tracing::info!(queued = n, "start-up recovery scan done"),
+                Err(e) => tracing::error!(error = %e, "start-up recovery scan failed"),
+            }
+        })
+    };
+    let watch = pipeline.spawn_backlog_watch(spool.clone(), store.clone());
+
+    let state = AppState {
+        config: Arc::new(cfg),
+        spool,
+        pipeline: pipeline.clone(),
+        store,
+        metrics,
+    };
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+
+    tracing::info!("draining the scoring pipeline");
+    watch.abort();
+    let _ = recovery.await;
+    tasks.shutdown(vec![pipeline]).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(super::redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(super::redact("sqlite://data/x"), "sqlite://data/x");
+    }
+}

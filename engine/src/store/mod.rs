@@ -1,0 +1,252 @@
+//! The database: SQLite by default, PostgreSQL when the URL says so. One schema for
+//! both (`migrations/sqlite`, `migrations/postgres`); every statement here is written
+//! once and runs on either.
+
+use chrono::NaiveDateTime;
+use ooni_core::{DropKind, FastpathRow};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, QueryBuilder, SqlitePool};
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::time::Duration;
+use thiserror::Error;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
+    Url(String),
+    #[error(transparent)]
+    Sqlx(#[from] sqlx::Error),
+    #[error(transparent)]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+#[derive(Clone, Debug)]
+pub enum Store {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// A measurement that was stored but gives no row.
+#[derive(Debug, Clone)]
+pub struct DropRecord {
+    pub measurement_uid: String,
+    pub kind: DropKind,
+    pub reason: String,
+}
+
+/// Columns of `fastpath`, in insert order.
+const COLUMNS: &str = "measurement_uid, report_id, input, probe_cc, probe_asn, test_name, \
+    test_start_time, measurement_start_time, scores, platform, anomaly, confirmed, msm_failure, \
+    blocking_type, domain, software_name, software_version, test_version, test_runtime, \
+    architecture, engine_name, engine_version, test_helper_address, test_helper_type, \
+    ooni_run_link_id, is_verified, scorer_name, scorer_version, fingerprints_version, scored_at";
+
+/// Builds one statement per batch for either database; `$qb` infers its backend from
+/// the connection it runs on, so the SQL text exists once.
+macro_rules! upsert_rows {
+    ($rows:expr, $scored_at:expr) => {{
+        let mut qb = QueryBuilder::new(format!("INSERT INTO fastpath ({COLUMNS}) "));
+        qb.push_values($rows, |mut b, r: &FastpathRow| {
+            b.push_bind(&r.measurement_uid)
+                .push_bind(&r.report_id)
+                .push_bind(&r.input)
+                .push_bind(&r.probe_cc)
+                .push_bind(r.probe_asn)
+                .push_bind(&r.test_name)
+                .push_bind(r.test_start_time)
+                .push_bind(r.measurement_start_time)
+                .push_bind(&r.scores)
+                .push_bind(&r.platform)
+                .push_bind(r.anomaly)
+                .push_bind(r.confirmed)
+                .push_bind(r.msm_failure)
+                .push_bind(&r.blocking_type)
+                .push_bind(&r.domain)
+                .push_bind(&r.software_name)
+                .push_bind(&r.software_version)
+                .push_bind(&r.test_version)
+                .push_bind(r.test_runtime)
+                .push_bind(&r.architecture)
+                .push_bind(&r.engine_name)
+                .push_bind(&r.engine_version)
+                .push_bind(&r.test_helper_address)
+                .push_bind(&r.test_helper_type)
+                .push_bind(r.ooni_run_link_id)
+                .push_bind(&r.is_verified)
+                .push_bind(&r.scorer_name)
+                .push_bind(&r.scorer_version)
+                .push_bind(&r.fingerprints_version)
+                .push_bind($scored_at);
+        });
+        qb.push(" ON CONFLICT (measurement_uid) DO UPDATE SET ");
+        let updates: Vec<String> = COLUMNS
+            .split(", ")
+            .skip(1)
+            .map(|c| format!("{c} = excluded.{c}"))
+            .collect();
+        qb.push(updates.join(", "));
+        qb
+    }};
+}
+
+macro_rules! upsert_drops {
+    ($drops:expr, $at:expr) => {{
+        let mut qb =
+            QueryBuilder::new("INSERT INTO fastpath_dropped (measurement_uid, kind, reason, dropped_at) ");
+        qb.push_values($drops, |mut b, d: &DropRecord| {
+            b.push_bind(&d.measurement_uid)
+                .push_bind(d.kind.as_str())
+                .push_bind(&d.reason)
+                .push_bind($at);
+        });
+        qb.push(
+            " ON CONFLICT (measurement_uid) DO UPDATE SET kind = excluded.kind, \
+             reason = excluded.reason, dropped_at = excluded.dropped_at",
+        );
+        qb
+    }};
+}
+
+/// `DELETE FROM {table} WHERE measurement_uid IN (…)`.
+macro_rules! delete_uids {
+    ($table:expr, $uids:expr) => {{
+        let mut qb = QueryBuilder::new(format!("DELETE FROM {} WHERE measurement_uid IN (", $table));
+        let mut sep = qb.separated(", ");
+        for u in $uids {
+            sep.push_bind(u);
+        }
+        qb.push(")");
+        qb
+    }};
+}
+
+macro_rules! write_batch_on {
+    ($pool:expr, $rows:expr, $drops:expr, $now:expr) => {{
+        let mut tx = $pool.begin().await?;
+        for chunk in $rows.chunks(ROWS_PER_STATEMENT) {
+            upsert_rows!(chunk, $now).build().execute(&mut *tx).await?;
+            delete_uids!("fastpath_dropped", chunk.iter().map(|r| &r.measurement_uid))
+                .build()
+                .execute(&mut *tx)
+                .await?;
+        }
+        for chunk in $drops.chunks(ROWS_PER_STATEMENT) {
+            upsert_drops!(chunk, $now).build().execute(&mut *tx).await?;
+            delete_uids!("fastpath", chunk.iter().map(|d| &d.measurement_uid))
+                .build()
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+    }};
+}
+
+/// 30 binds a row: stays under SQLite's 32,766 and PostgreSQL's 65,535 parameters.
+const ROWS_PER_STATEMENT: usize = 500;
+
+impl Store {
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                // The spool is the durability point; rows can always be re-derived.
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(opts)
+                .await?;
+            Ok(Store::Sqlite(pool))
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let opts = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(opts)
+                .await?;
+            Ok(Store::Postgres(pool))
+        } else {
+            Err(StoreError::Url(url.to_owned()))
+        }
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(p) => SQLITE_MIGRATIONS.run(p).await?,
+            Store::Postgres(p) => POSTGRES_MIGRATIONS.run(p).await?,
+        }
+        Ok(())
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(p) => {
+                sqlx::query("SELECT 1").execute(p).await?;
+            }
+            Store::Postgres(p) => {
+                sqlx::query("SELECT 1").execute(p).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Upserts rows and drop records in one transaction. A uid is in at most one of
+    /// the two tables afterwards: re-scoring replaces whatever was there.
+    pub async fn write_batch(&self, rows: &[FastpathRow], drops: &[DropRecord]) -> Result<(), StoreError> {
+        let now: NaiveDateTime = chrono::Utc::now().naive_utc();
+        match self {
+            Store::Sqlite(p) => write_batch_on!(p, rows, drops, now),
+            Store::Postgres(p) => write_batch_on!(p, rows, drops, now),
+        }
+        Ok(())
+    }
+
+    /// Which of `uids` already have a row or a drop record.
+    pub async fn known_uids(&self, uids: &[String]) -> Result<HashSet<String>, StoreError> {
+        let mut known = HashSet::new();
+        for chunk in uids.chunks(ROWS_PER_STATEMENT) {
+            for table in ["fastpath", "fastpath_dropped"] {
+                macro_rules! select_known {
+                    ($pool:expr) => {{
+                        let mut qb = QueryBuilder::new(format!(
+                            "SELECT measurement_uid FROM {table} WHERE measurement_uid IN ("
+                        ));
+                        let mut sep = qb.separated(", ");
+                        for u in chunk {
+                            sep.push_bind(u);
+                        }
+                        qb.push(")");
+                        let found: Vec<(String,)> = qb.build_query_as().fetch_all($pool).await?;
+                        known.extend(found.into_iter().map(|(u,)| u));
+                    }};
+                }
+                match self {
+                    Store::Sqlite(p) => select_known!(p),
+                    Store::Postgres(p) => select_known!(p),
+                }
+            }
+        }
+        Ok(known)
+    }
+
+    pub async fn count_rows(&self) -> Result<i64, StoreError> {
+        let q = "SELECT COUNT(*) FROM fastpath";
+        Ok(match self {
+            Store::Sqlite(p) => sqlx::query_scalar(q).fetch_one(p).await?,
+            Store::Postgres(p) => sqlx::query_scalar(q).fetch_one(p).await?,
+        })
+    }
+}
