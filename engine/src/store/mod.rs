@@ -6,7 +6,7 @@ use chrono::NaiveDateTime;
 use ooni_core::{DropKind, FastpathRow};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgPool, QueryBuilder, SqlitePool};
+use sqlx::{PgPool, QueryBuilder, Row, SqlitePool};
 use std::collections::HashSet;
 use std::str::FromStr;
 use std::time::Duration;
@@ -240,6 +240,93 @@ impl Store {
             }
         }
         Ok(known)
+    }
+
+    /// The rows of these uids, in no particular order.
+    pub async fn fetch_rows(&self, uids: &[String]) -> Result<Vec<FastpathRow>, StoreError> {
+        let mut out = Vec::with_capacity(uids.len());
+        for chunk in uids.chunks(ROWS_PER_STATEMENT) {
+            macro_rules! fetch {
+                ($pool:expr) => {{
+                    let mut qb = QueryBuilder::new(format!(
+                        "SELECT {COLUMNS} FROM fastpath WHERE measurement_uid IN ("
+                    ));
+                    let mut sep = qb.separated(", ");
+                    for u in chunk {
+                        sep.push_bind(u);
+                    }
+                    qb.push(")");
+                    for r in qb.build().fetch_all($pool).await? {
+                        out.push(FastpathRow {
+                            measurement_uid: r.try_get("measurement_uid")?,
+                            report_id: r.try_get("report_id")?,
+                            input: r.try_get("input")?,
+                            probe_cc: r.try_get("probe_cc")?,
+                            probe_asn: r.try_get("probe_asn")?,
+                            test_name: r.try_get("test_name")?,
+                            test_start_time: r.try_get("test_start_time")?,
+                            measurement_start_time: r.try_get("measurement_start_time")?,
+                            scores: r.try_get("scores")?,
+                            platform: r.try_get("platform")?,
+                            anomaly: r.try_get("anomaly")?,
+                            confirmed: r.try_get("confirmed")?,
+                            msm_failure: r.try_get("msm_failure")?,
+                            blocking_type: r.try_get("blocking_type")?,
+                            domain: r.try_get("domain")?,
+                            software_name: r.try_get("software_name")?,
+                            software_version: r.try_get("software_version")?,
+                            test_version: r.try_get("test_version")?,
+                            test_runtime: r.try_get("test_runtime")?,
+                            architecture: r.try_get("architecture")?,
+                            engine_name: r.try_get("engine_name")?,
+                            engine_version: r.try_get("engine_version")?,
+                            test_helper_address: r.try_get("test_helper_address")?,
+                            test_helper_type: r.try_get("test_helper_type")?,
+                            ooni_run_link_id: r.try_get("ooni_run_link_id")?,
+                            is_verified: r.try_get("is_verified")?,
+                            scorer_name: r.try_get("scorer_name")?,
+                            scorer_version: r.try_get("scorer_version")?,
+                            fingerprints_version: r.try_get("fingerprints_version")?,
+                        });
+                    }
+                }};
+            }
+            match self {
+                Store::Sqlite(p) => fetch!(p),
+                Store::Postgres(p) => fetch!(p),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The drop records of these uids.
+    pub async fn fetch_drops(&self, uids: &[String]) -> Result<Vec<DropRecord>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in uids.chunks(ROWS_PER_STATEMENT) {
+            macro_rules! fetch {
+                ($pool:expr) => {{
+                    let mut qb = QueryBuilder::new(
+                        "SELECT measurement_uid, kind, reason FROM fastpath_dropped WHERE measurement_uid IN (",
+                    );
+                    let mut sep = qb.separated(", ");
+                    for u in chunk {
+                        sep.push_bind(u);
+                    }
+                    qb.push(")");
+                    let found: Vec<(String, String, String)> = qb.build_query_as().fetch_all($pool).await?;
+                    out.extend(found.into_iter().map(|(measurement_uid, kind, reason)| DropRecord {
+                        measurement_uid,
+                        kind: if kind == "discarded" { DropKind::Discarded } else { DropKind::Failed },
+                        reason,
+                    }));
+                }};
+            }
+            match self {
+                Store::Sqlite(p) => fetch!(p),
+                Store::Postgres(p) => fetch!(p),
+            }
+        }
+        Ok(out)
     }
 
     pub async fn count_rows(&self) -> Result<i64, StoreError> {

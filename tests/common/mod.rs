@@ -1,0 +1,216 @@
+//! Test harness: starts the real engine binary on a free port, over a fresh SQLite file
+//! or a fresh PostgreSQL database, and reads what it stored.
+#![allow(dead_code)]
+
+use ooni_engine::store::Store;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// The shared corpus, read in place (its licence keeps it out of this repository).
+pub fn corpus_dir() -> PathBuf {
+    std::env::var_os("OONI_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus"))
+}
+
+/// Every corpus measurement as (path relative to `measurements/`, parsed JSON).
+pub fn corpus_measurements() -> Vec<(String, Value)> {
+    let root = corpus_dir().join("measurements");
+    let mut out = Vec::new();
+    let mut dirs: Vec<_> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("corpus not found at {}: {e}", root.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    dirs.sort();
+    for d in dirs {
+        let mut files: Vec<_> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        for f in files {
+            let rel = f.strip_prefix(&root).unwrap().to_string_lossy().into_owned();
+            let v: Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
+            out.push((rel, v));
+        }
+    }
+    assert!(out.len() >= 150, "corpus has only {} measurements", out.len());
+    out
+}
+
+pub fn expected_for(rel: &str) -> Value {
+    let p = corpus_dir().join("expected/fastpath").join(rel);
+    serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// A database for one test: a SQLite file in the test's directory, or a PostgreSQL
+/// database created for it and dropped afterwards.
+pub struct TestDb {
+    pub url: String,
+    pg_name: Option<String>,
+}
+
+impl TestDb {
+    pub async fn new(kind: Db, dir: &Path) -> TestDb {
+        match kind {
+            Db::Sqlite => TestDb {
+                url: format!("sqlite://{}", dir.join("test.sqlite").display()),
+                pg_name: None,
+            },
+            Db::Postgres => {
+                let name = format!(
+                    "ooni_t_{}_{}",
+                    std::process::id(),
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_nanos()
+                );
+                let admin = sqlx::PgPool::connect(PG_ADMIN_URL).await.expect("PostgreSQL at 127.0.0.1:5432");
+                sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.unwrap();
+                admin.close().await;
+                TestDb {
+                    url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
+                    pg_name: Some(name),
+                }
+            }
+        }
+    }
+
+    pub async fn store(&self) -> Store {
+        Store::connect(&self.url).await.unwrap()
+    }
+
+    pub async fn drop_db(self) {
+        if let Some(name) = self.pg_name {
+            if let Ok(admin) = sqlx::PgPool::connect(PG_ADMIN_URL).await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&admin)
+                    .await;
+            }
+        }
+    }
+}
+
+/// A running engine process; killed when dropped.
+pub struct Engine {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Engine {
+    pub fn start(data_dir: &Path, db_url: &str, env: &[(&str, &str)]) -> Engine {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ooni-engine"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(["--database-url", db_url])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("engine binary");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let line = lines
+            .next()
+            .expect("engine exited before listening")
+            .expect("engine stdout");
+        let addr = line
+            .strip_prefix("ooni-engine listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        // Keep draining stdout so the engine never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Engine {
+            child,
+            base: format!("http://{addr}"),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+/// What a probe sends to open a report for `msm`, with the measurement's own metadata.
+pub fn open_request(msm: &Value) -> Value {
+    let s = |k: &str, d: &str| msm.get(k).and_then(Value::as_str).unwrap_or(d).to_owned();
+    let mut req = json!({
+        "data_format_version": s("data_format_version", "0.2.0"),
+        "format": "json",
+        "software_name": s("software_name", "unknown"),
+        "software_version": s("software_version", "unknown"),
+        "test_name": s("test_name", ""),
+        "test_start_time": s("test_start_time", "2000-01-01 00:00:00"),
+        "test_version": s("test_version", "0.0.0"),
+    });
+    for k in ["probe_cc", "probe_asn"] {
+        if let Some(v) = msm.get(k).and_then(Value::as_str) {
+            req[k] = json!(v);
+        }
+    }
+    req
+}
+
+pub async fn open_report(c: &reqwest::Client, e: &Engine, msm: &Value) -> String {
+    let r = c.post(e.url("/report")).json(&open_request(msm)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    v["report_id"].as_str().unwrap().to_owned()
+}
+
+/// Waits until every uid has a row or a drop record.
+pub async fn wait_all_known(store: &Store, uids: &[String], within: Duration) {
+    let t = Instant::now();
+    loop {
+        let known = store.known_uids(uids).await.unwrap();
+        if known.len() == uids.len() {
+            return;
+        }
+        assert!(
+            t.elapsed() < within,
+            "only {} of {} measurements scored after {:?}",
+            known.len(),
+            uids.len(),
+            within
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
