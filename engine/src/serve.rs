@@ -34,7 +34,7 @@ fn redact(url: &str) -> String {
     }
 }
 
-pub async fn run(cfg: Config) -> anyhow::Result<()> {
+pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let store = open_store(&cfg).await?;
     let spool = Spool::open(&cfg.spool_dir(), cfg.spool_group_commit)
         .with_context(|| format!("opening the spool at {}", cfg.spool_dir().display()))?;
@@ -55,6 +55,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
+    if cfg.public_url.is_empty() {
+        cfg.public_url = format!("http://{addr}");
+    }
     tracing::info!(%addr, database = store.backend(), data_dir = %cfg.data_dir.display(), "engine started");
     // A line on stdout that scripts and tests can wait for.
     println!("ooni-engine listening on {addr}");
