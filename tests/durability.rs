@@ -52,7 +52,12 @@ async fn kill_during_uploads(db: Db) {
                 let (rid, body) = &payloads[i % payloads.len()];
                 i += 7;
                 // A request cut off by the kill is simply not acknowledged.
-                let Ok(resp) = c.post(format!("{base}/report/{rid}")).json(body).send().await else {
+                let Ok(resp) = c
+                    .post(format!("{base}/report/{rid}"))
+                    .json(body)
+                    .send()
+                    .await
+                else {
                     continue;
                 };
                 if let Ok(v) = resp.json::<Value>().await {
@@ -70,7 +75,11 @@ async fn kill_during_uploads(db: Db) {
         p.await.unwrap();
     }
     let acked: Vec<String> = acked.lock().unwrap().clone();
-    assert!(acked.len() > 100, "only {} uploads acknowledged before the kill", acked.len());
+    assert!(
+        acked.len() > 100,
+        "only {} uploads acknowledged before the kill",
+        acked.len()
+    );
 
     let store = tdb.store().await;
     let before = store.count_rows().await.unwrap() as usize;
@@ -85,7 +94,10 @@ async fn kill_during_uploads(db: Db) {
     // Rows only ever come from spooled files: one row per file, nothing extra.
     let spooled = walk_posts(&data.join("spool/incoming"));
     let total = store.count_rows().await.unwrap() as usize;
-    assert!(total >= acked.len() && total <= spooled, "{total} rows, {spooled} spool files");
+    assert!(
+        total >= acked.len() && total <= spooled,
+        "{total} rows, {spooled} spool files"
+    );
     eprintln!(
         "{db:?}: {} acknowledged before SIGKILL, {before} rows at the kill, {total} rows after restart, {spooled} spool files",
         acked.len()
@@ -101,7 +113,13 @@ fn walk_posts(dir: &std::path::Path) -> usize {
         if d.is_dir() {
             n += std::fs::read_dir(&d)
                 .unwrap()
-                .filter(|f| f.as_ref().unwrap().path().extension().is_some_and(|e| e == "post"))
+                .filter(|f| {
+                    f.as_ref()
+                        .unwrap()
+                        .path()
+                        .extension()
+                        .is_some_and(|e| e == "post")
+                })
                 .count();
         }
     }

@@ -73,7 +73,11 @@ fn check_row(s: &Submitted, row: &FastpathRow, expected: &Value) {
     let ctx = &s.rel;
     // By design: the row carries the report id this run opened, not the corpus one.
     assert_eq!(row.report_id, s.report_id, "{ctx}: report_id");
-    assert_ne!(Some(row.report_id.as_str()), want["report_id"].as_str(), "{ctx}");
+    assert_ne!(
+        Some(row.report_id.as_str()),
+        want["report_id"].as_str(),
+        "{ctx}"
+    );
     let strings: [(&str, &str); 14] = [
         ("input", &row.input),
         ("probe_cc", &row.probe_cc),
@@ -93,20 +97,41 @@ fn check_row(s: &Submitted, row: &FastpathRow, expected: &Value) {
     for (col, got) in strings {
         assert_eq!(Some(got), want[col].as_str(), "{ctx}: column {col}");
     }
-    assert_eq!(Some(row.probe_asn), want["probe_asn"].as_i64(), "{ctx}: probe_asn");
-    assert_eq!(Some(ymdhms(row.test_start_time)), want["test_start_time"].as_str().map(String::from), "{ctx}");
+    assert_eq!(
+        Some(row.probe_asn),
+        want["probe_asn"].as_i64(),
+        "{ctx}: probe_asn"
+    );
+    assert_eq!(
+        Some(ymdhms(row.test_start_time)),
+        want["test_start_time"].as_str().map(String::from),
+        "{ctx}"
+    );
     assert_eq!(
         Some(ymdhms(row.measurement_start_time)),
         want["measurement_start_time"].as_str().map(String::from),
         "{ctx}"
     );
-    assert_eq!(Some(row.test_runtime), want["test_runtime"].as_f64(), "{ctx}: test_runtime");
-    assert_eq!(row.ooni_run_link_id, want["ooni_run_link_id"].as_i64(), "{ctx}: ooni_run_link_id");
+    assert_eq!(
+        Some(row.test_runtime),
+        want["test_runtime"].as_f64(),
+        "{ctx}: test_runtime"
+    );
+    assert_eq!(
+        row.ooni_run_link_id,
+        want["ooni_run_link_id"].as_i64(),
+        "{ctx}: ooni_run_link_id"
+    );
 
     // Receive time is now, so OONI's date check (spec/fastpath.md §2.24) fires for
     // anything started more than a year ago; the reference ran with receive = start.
     let too_old = (Utc::now().naive_utc() - row.measurement_start_time).num_seconds() > 31_536_000;
-    assert_eq!(row.scores.contains(TOO_OLD), too_old, "{ctx}: date check in {}", row.scores);
+    assert_eq!(
+        row.scores.contains(TOO_OLD),
+        too_old,
+        "{ctx}: date check in {}",
+        row.scores
+    );
     assert_eq!(row.scorer_name, "default", "{ctx}");
 
     if OONI_SCORED.contains(&row.test_name.as_str()) {
@@ -118,13 +143,33 @@ fn check_row(s: &Submitted, row: &FastpathRow, expected: &Value) {
         scores.insert("accuracy".into(), json!(0.0));
         scores.insert("msg".into(), json!(TOO_OLD));
     } else {
-        assert_eq!(expected["scores_ujson"].as_str(), Some(row.scores.as_str()), "{ctx}: scores bytes");
+        assert_eq!(
+            expected["scores_ujson"].as_str(),
+            Some(row.scores.as_str()),
+            "{ctx}: scores bytes"
+        );
     }
-    assert_eq!(row.scores, ujson::dumps(&Value::Object(scores)), "{ctx}: scores");
-    assert_eq!(tf(row.anomaly), want["anomaly"].as_str().unwrap(), "{ctx}: anomaly");
-    assert_eq!(tf(row.confirmed), want["confirmed"].as_str().unwrap(), "{ctx}: confirmed");
+    assert_eq!(
+        row.scores,
+        ujson::dumps(&Value::Object(scores)),
+        "{ctx}: scores"
+    );
+    assert_eq!(
+        tf(row.anomaly),
+        want["anomaly"].as_str().unwrap(),
+        "{ctx}: anomaly"
+    );
+    assert_eq!(
+        tf(row.confirmed),
+        want["confirmed"].as_str().unwrap(),
+        "{ctx}: confirmed"
+    );
     assert!(row.msm_failure, "{ctx}: default scores are failures");
-    assert_eq!(row.blocking_type, want["blocking_type"].as_str().unwrap(), "{ctx}");
+    assert_eq!(
+        row.blocking_type,
+        want["blocking_type"].as_str().unwrap(),
+        "{ctx}"
+    );
 }
 
 async fn corpus_round_trip(db: Db) {
@@ -152,7 +197,11 @@ async fn corpus_round_trip(db: Db) {
         let status = resp.status();
         let body: Value = resp.json().await.unwrap();
         if status != 200 {
-            rejected.push((rel.clone(), status.as_u16(), body["reason"].as_str().unwrap_or("").to_owned()));
+            rejected.push((
+                rel.clone(),
+                status.as_u16(),
+                body["reason"].as_str().unwrap_or("").to_owned(),
+            ));
             continue;
         }
         match body.get("measurement_uid").and_then(Value::as_str) {
@@ -178,14 +227,23 @@ async fn corpus_round_trip(db: Db) {
                 api_discards.push(rel.clone());
             }
         }
-        let _ = c.post(engine.url(&format!("/report/{}/close", "x"))).send().await;
+        let _ = c
+            .post(engine.url(&format!("/report/{}/close", "x")))
+            .send()
+            .await;
     }
     let want_rejected: Vec<(String, u16, String)> = OONI_REJECTS
         .iter()
         .map(|(f, st, r)| (f.to_string(), *st, r.to_string()))
         .collect();
-    assert_eq!(rejected, want_rejected, "uploads OONI's probe service refuses");
-    assert_eq!(submitted.len() + api_discards.len() + rejected.len(), corpus.len());
+    assert_eq!(
+        rejected, want_rejected,
+        "uploads OONI's probe service refuses"
+    );
+    assert_eq!(
+        submitted.len() + api_discards.len() + rejected.len(),
+        corpus.len()
+    );
 
     let store = tdb.store().await;
     let uids: Vec<String> = submitted.iter().map(|s| s.uid.clone()).collect();
@@ -209,7 +267,9 @@ async fn corpus_round_trip(db: Db) {
     for s in &submitted {
         let expected = expected_for(&s.rel);
         if expected["dropped"] == json!(true) {
-            let d = drops.get(&s.uid).unwrap_or_else(|| panic!("{}: expected no row", s.rel));
+            let d = drops
+                .get(&s.uid)
+                .unwrap_or_else(|| panic!("{}: expected no row", s.rel));
             assert!(!rows.contains_key(&s.uid), "{}", s.rel);
             let want = if expected["discarded"] == json!(true) {
                 n_discarded += 1;
@@ -218,12 +278,26 @@ async fn corpus_round_trip(db: Db) {
                 n_failed += 1;
                 DropKind::Failed
             };
-            assert_eq!(d.kind, want, "{}: {} vs {}", s.rel, d.reason, expected["error"]);
-            if let Some(key) = expected["error"].as_str().and_then(|e| e.strip_prefix("KeyError: ")) {
-                assert!(d.reason.contains(key.trim_matches('\'')), "{}: {}", s.rel, d.reason);
+            assert_eq!(
+                d.kind, want,
+                "{}: {} vs {}",
+                s.rel, d.reason, expected["error"]
+            );
+            if let Some(key) = expected["error"]
+                .as_str()
+                .and_then(|e| e.strip_prefix("KeyError: "))
+            {
+                assert!(
+                    d.reason.contains(key.trim_matches('\'')),
+                    "{}: {}",
+                    s.rel,
+                    d.reason
+                );
             }
         } else {
-            let row = rows.get(&s.uid).unwrap_or_else(|| panic!("{}: no row ({:?})", s.rel, drops.get(&s.uid)));
+            let row = rows
+                .get(&s.uid)
+                .unwrap_or_else(|| panic!("{}: no row ({:?})", s.rel, drops.get(&s.uid)));
             check_row(s, row, &expected);
             assert_eq!(row.probe_cc, s.msm["probe_cc"].as_str().unwrap());
             n_rows += 1;

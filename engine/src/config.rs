@@ -106,7 +106,10 @@ impl Config {
         env_parse("OONI_COLLECTOR_ID", &mut cfg.collector_id)?;
         env_parse("OONI_PUBLIC_URL", &mut cfg.public_url)?;
         env_parse("OONI_MAX_BODY_BYTES", &mut cfg.max_body_bytes)?;
-        env_parse("OONI_MAX_DECOMPRESSED_BYTES", &mut cfg.max_decompressed_bytes)?;
+        env_parse(
+            "OONI_MAX_DECOMPRESSED_BYTES",
+            &mut cfg.max_decompressed_bytes,
+        )?;
         env_parse("OONI_SCORING_WORKERS", &mut cfg.scoring_workers)?;
         env_parse("OONI_SCORING_QUEUE", &mut cfg.scoring_queue)?;
         env_parse("OONI_SPOOL_GROUP_COMMIT", &mut cfg.spool_group_commit)?;
@@ -116,7 +119,12 @@ impl Config {
             cfg.log_format = match v.as_str() {
                 "text" => LogFormat::Text,
                 "json" => LogFormat::Json,
-                _ => return Err(ConfigError::Env { var: "OONI_LOG_FORMAT", value: v }),
+                _ => {
+                    return Err(ConfigError::Env {
+                        var: "OONI_LOG_FORMAT",
+                        value: v,
+                    })
+                }
             };
         }
         Ok(cfg)

@@ -72,24 +72,71 @@ impl Metrics {
     pub fn render(&self, extra: &[(&str, &str, f64)]) -> String {
         let mut out = String::new();
         let counters = [
-            ("ooni_uploads_accepted_total", "Measurements acknowledged to probes", &self.uploads_accepted),
-            ("ooni_uploads_discarded_total", "Uploads answered {} without storing (ZZ / AS0 report ids)", &self.uploads_discarded),
-            ("ooni_reports_opened_total", "Reports opened", &self.reports_opened),
-            ("ooni_rows_written_total", "fastpath rows upserted", &self.rows_written),
-            ("ooni_drops_written_total", "Stored measurements that give no row (OONI discards and failures)", &self.drops_written),
-            ("ooni_db_batches_total", "Database write transactions", &self.db_batches),
-            ("ooni_db_errors_total", "Failed database write transactions (retried)", &self.db_errors),
-            ("ooni_score_queue_overflows_total", "Measurements left in the spool for the catch-up scan", &self.score_queue_overflows),
-            ("ooni_recovered_total", "Spooled measurements scored by the catch-up scan", &self.recovered),
-            ("ooni_quarantined_total", "Spool files whose content did not match their uid", &self.quarantined),
+            (
+                "ooni_uploads_accepted_total",
+                "Measurements acknowledged to probes",
+                &self.uploads_accepted,
+            ),
+            (
+                "ooni_uploads_discarded_total",
+                "Uploads answered {} without storing (ZZ / AS0 report ids)",
+                &self.uploads_discarded,
+            ),
+            (
+                "ooni_reports_opened_total",
+                "Reports opened",
+                &self.reports_opened,
+            ),
+            (
+                "ooni_rows_written_total",
+                "fastpath rows upserted",
+                &self.rows_written,
+            ),
+            (
+                "ooni_drops_written_total",
+                "Stored measurements that give no row (OONI discards and failures)",
+                &self.drops_written,
+            ),
+            (
+                "ooni_db_batches_total",
+                "Database write transactions",
+                &self.db_batches,
+            ),
+            (
+                "ooni_db_errors_total",
+                "Failed database write transactions (retried)",
+                &self.db_errors,
+            ),
+            (
+                "ooni_score_queue_overflows_total",
+                "Measurements left in the spool for the catch-up scan",
+                &self.score_queue_overflows,
+            ),
+            (
+                "ooni_recovered_total",
+                "Spooled measurements scored by the catch-up scan",
+                &self.recovered,
+            ),
+            (
+                "ooni_quarantined_total",
+                "Spool files whose content did not match their uid",
+                &self.quarantined,
+            ),
         ];
         for (name, help, v) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Relaxed)
+            );
         }
         let _ = writeln!(out, "# HELP ooni_upload_rejections_total Uploads refused, by reason\n# TYPE ooni_upload_rejections_total counter");
         if let Ok(m) = self.rejections.lock() {
             for (reason, n) in m.iter() {
-                let _ = writeln!(out, "ooni_upload_rejections_total{{reason=\"{reason}\"}} {n}");
+                let _ = writeln!(
+                    out,
+                    "ooni_upload_rejections_total{{reason=\"{reason}\"}} {n}"
+                );
             }
         }
         let (qs, count) = self.ack_to_row_quantiles();

@@ -28,21 +28,33 @@ pub fn corpus_measurements() -> Vec<(String, Value)> {
         .collect();
     dirs.sort();
     for d in dirs {
-        let mut files: Vec<_> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut files: Vec<_> = std::fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         files.sort();
         for f in files {
-            let rel = f.strip_prefix(&root).unwrap().to_string_lossy().into_owned();
+            let rel = f
+                .strip_prefix(&root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             let v: Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
             out.push((rel, v));
         }
     }
-    assert!(out.len() >= 150, "corpus has only {} measurements", out.len());
+    assert!(
+        out.len() >= 150,
+        "corpus has only {} measurements",
+        out.len()
+    );
     out
 }
 
 pub fn expected_for(rel: &str) -> Value {
     let p = corpus_dir().join("expected/fastpath").join(rel);
-    serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+    serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap()
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,8 +86,13 @@ impl TestDb {
                         .unwrap()
                         .as_nanos()
                 );
-                let admin = sqlx::PgPool::connect(PG_ADMIN_URL).await.expect("PostgreSQL at 127.0.0.1:5432");
-                sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.unwrap();
+                let admin = sqlx::PgPool::connect(PG_ADMIN_URL)
+                    .await
+                    .expect("PostgreSQL at 127.0.0.1:5432");
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&admin)
+                    .await
+                    .unwrap();
                 admin.close().await;
                 TestDb {
                     url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
@@ -190,7 +207,12 @@ pub fn open_request(msm: &Value) -> Value {
 }
 
 pub async fn open_report(c: &reqwest::Client, e: &Engine, msm: &Value) -> String {
-    let r = c.post(e.url("/report")).json(&open_request(msm)).send().await.unwrap();
+    let r = c
+        .post(e.url("/report"))
+        .json(&open_request(msm))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     v["report_id"].as_str().unwrap().to_owned()

@@ -99,7 +99,12 @@ pub fn body_hash16(body: &[u8]) -> String {
 }
 
 /// `{YYYYMMDDHHMMSS}.{micros}_{CC}_{testname}_{hash16}`.
-pub fn format_measurement_uid(received: DateTime<Utc>, cc: &str, test_name: &str, body: &[u8]) -> String {
+pub fn format_measurement_uid(
+    received: DateTime<Utc>,
+    cc: &str,
+    test_name: &str,
+    body: &[u8],
+) -> String {
     format!(
         "{}_{}_{}_{}",
         received.format("%Y%m%d%H%M%S%.6f"),
@@ -142,10 +147,14 @@ pub fn parse_measurement_uid(uid: &str) -> Option<MeasurementUid<'_>> {
             .enumerate()
             .all(|(i, b)| i == 14 || b.is_ascii_digit())
         && cc.len() == 2
-        && cc.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        && cc
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
         && !tn.is_empty()
         && tn.len() < 30
-        && tn.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && tn
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         && h.len() == 16
         && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     ok.then_some(MeasurementUid {
@@ -164,8 +173,18 @@ mod tests {
     #[test]
     fn report_id_round_trip_and_length() {
         let now = Utc.with_ymd_and_hms(2021, 2, 8, 16, 27, 55).unwrap();
-        let rid = format_report_id(now, "web_connectivity", "IE", 34245, "1", "8swgXi7xNuRUyO9a");
-        assert_eq!(rid, "20210208T162755Z_webconnectivity_IE_34245_n1_8swgXi7xNuRUyO9a");
+        let rid = format_report_id(
+            now,
+            "web_connectivity",
+            "IE",
+            34245,
+            "1",
+            "8swgXi7xNuRUyO9a",
+        );
+        assert_eq!(
+            rid,
+            "20210208T162755Z_webconnectivity_IE_34245_n1_8swgXi7xNuRUyO9a"
+        );
         assert_eq!(rid.len(), 61);
         let p = parse_report_id(&rid).unwrap();
         assert_eq!((p.test_name, p.cc, p.asn), ("webconnectivity", "IE", 34245));
@@ -174,14 +193,32 @@ mod tests {
     #[test]
     fn report_id_rejections() {
         assert_eq!(parse_report_id("a_b_c"), Err(ReportIdError::Parts));
-        assert_eq!(parse_report_id("x_ndt_USA_1_n1_r"), Err(ReportIdError::CountryCode));
-        assert_eq!(parse_report_id("x_n_US_1_n1_r"), Err(ReportIdError::TestName));
+        assert_eq!(
+            parse_report_id("x_ndt_USA_1_n1_r"),
+            Err(ReportIdError::CountryCode)
+        );
+        assert_eq!(
+            parse_report_id("x_n_US_1_n1_r"),
+            Err(ReportIdError::TestName)
+        );
         assert_eq!(parse_report_id("x_ndt_US_1a_n1_r"), Err(ReportIdError::Asn));
-        assert_eq!(parse_report_id("x_ndt_US_-1_n1_r"), Err(ReportIdError::Charset));
-        assert_eq!(parse_report_id("x_ndt_../_1_n1_r"), Err(ReportIdError::Charset));
-        assert_eq!(parse_report_id("x_ndt_U%_1_n1_r"), Err(ReportIdError::Charset));
+        assert_eq!(
+            parse_report_id("x_ndt_US_-1_n1_r"),
+            Err(ReportIdError::Charset)
+        );
+        assert_eq!(
+            parse_report_id("x_ndt_../_1_n1_r"),
+            Err(ReportIdError::Charset)
+        );
+        assert_eq!(
+            parse_report_id("x_ndt_U%_1_n1_r"),
+            Err(ReportIdError::Charset)
+        );
         assert_eq!(parse_report_id(""), Err(ReportIdError::Charset));
-        assert_eq!(parse_report_id(&"a".repeat(101)), Err(ReportIdError::Charset));
+        assert_eq!(
+            parse_report_id(&"a".repeat(101)),
+            Err(ReportIdError::Charset)
+        );
     }
 
     #[test]

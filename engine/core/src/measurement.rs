@@ -138,7 +138,12 @@ pub fn parse_upload(body: &[u8]) -> Result<Upload<'_>, String> {
                 Some(Value::String(f)) if f.eq_ignore_ascii_case("yaml") => {
                     return Err("YAML measurements are not supported".to_owned())
                 }
-                other => return Err(format!("unsupported format {}", other.as_ref().unwrap_or(&Value::Null))),
+                other => {
+                    return Err(format!(
+                        "unsupported format {}",
+                        other.as_ref().unwrap_or(&Value::Null)
+                    ))
+                }
             }
             let json = content.get();
             let fields = serde_json::Deserializer::from_str(json)
@@ -186,7 +191,10 @@ mod tests {
         assert!(parse_upload(b"[1]").is_err());
         assert!(parse_upload(b"{} x").is_err());
         assert!(parse_upload(br#"{"format":"json","content":"x"}"#).is_err());
-        assert!(parse_upload(br#"{"format":"yaml","content":"x"}"#).err().unwrap().contains("YAML"));
+        assert!(parse_upload(br#"{"format":"yaml","content":"x"}"#)
+            .err()
+            .unwrap()
+            .contains("YAML"));
         assert!(parse_upload(br#"{"format":5,"content":{}}"#).is_err());
     }
 }

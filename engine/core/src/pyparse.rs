@@ -12,7 +12,10 @@ pub fn int_from_str(s: &str) -> Option<i128> {
         b'+' => (false, &t[1..]),
         _ => (false, t),
     };
-    if digits.is_empty() || digits.starts_with('_') || digits.ends_with('_') || digits.contains("__")
+    if digits.is_empty()
+        || digits.starts_with('_')
+        || digits.ends_with('_')
+        || digits.contains("__")
     {
         return None;
     }
@@ -131,7 +134,10 @@ mod tests {
     fn uid_receive_time_reads_the_first_22_characters() {
         let t = uid_receive_time("20210208220710.181572_MA_ndt_7888edc7748936bf").unwrap();
         assert_eq!(t.to_string(), "2021-02-08 22:07:10.181572");
-        assert_eq!(uid_receive_time("01202102037f9c2ba4e88f827d61604550760585"), None);
+        assert_eq!(
+            uid_receive_time("01202102037f9c2ba4e88f827d61604550760585"),
+            None
+        );
         assert_eq!(uid_receive_time("20210208220710_181572_MA"), None);
     }
 }

@@ -163,7 +163,10 @@ fn ooni_run_link_id(annotations: &Value) -> Result<Option<i64>, Dropped> {
 }
 
 /// `input` and `domain` (`extract_input_domain`).
-fn input_and_domain(msm: &Map<String, Value>, test_name: &str) -> Result<(String, String), Dropped> {
+fn input_and_domain(
+    msm: &Map<String, Value>,
+    test_name: &str,
+) -> Result<(String, String), Dropped> {
     let input = msm.get("input").filter(|v| truthy(v));
     match input {
         None => Ok((String::new(), String::new())),
@@ -250,7 +253,10 @@ fn derive(body: &[u8], uid: &str, scorers: &dyn ScorerSelect) -> Result<Fastpath
     let test_helper_address = helper("address")?;
     let test_helper_type = helper("type")?;
     let empty = Value::Object(Map::new());
-    let annotations = msm.get("annotations").filter(|a| a.is_object()).unwrap_or(&empty);
+    let annotations = msm
+        .get("annotations")
+        .filter(|a| a.is_object())
+        .unwrap_or(&empty);
     let platform = str_or(annotations, "platform", "unset")?;
     let architecture = str_or(annotations, "architecture", "")?;
     let engine_name = str_or(annotations, "engine_name", "")?;
@@ -260,7 +266,12 @@ fn derive(body: &[u8], uid: &str, scorers: &dyn ScorerSelect) -> Result<Fastpath
         Err(e) => return Err(fail(format!("scores: {e}"))),
         Ok(None) => String::new(),
         Ok(Some(Value::String(s))) => s.clone(),
-        Ok(Some(v)) => return Err(fail(format!("scores.analysis.blocking_type is a {}", kind(v)))),
+        Ok(Some(v)) => {
+            return Err(fail(format!(
+                "scores.analysis.blocking_type is a {}",
+                kind(v)
+            )))
+        }
     };
     let ooni_run_link_id = ooni_run_link_id(annotations)?;
 
@@ -348,13 +359,22 @@ mod tests {
     #[test]
     fn every_column_is_extracted() {
         let r = row_of(&msm());
-        assert_eq!(r.report_id, "20240101T000000Z_webconnectivity_IT_30722_n1_abcdefghijklmnop");
+        assert_eq!(
+            r.report_id,
+            "20240101T000000Z_webconnectivity_IT_30722_n1_abcdefghijklmnop"
+        );
         assert_eq!(r.domain, "example.org:8443");
         assert_eq!(r.probe_asn, 30722);
         assert_eq!(r.measurement_start_time.to_string(), "2023-12-31 23:59:30");
         assert_eq!(r.test_start_time.to_string(), "2023-12-31 23:59:00");
-        assert_eq!((r.platform.as_str(), r.architecture.as_str()), ("linux", "amd64"));
-        assert_eq!((r.engine_name.as_str(), r.engine_version.as_str()), ("ooniprobe-engine", "3.20.0"));
+        assert_eq!(
+            (r.platform.as_str(), r.architecture.as_str()),
+            ("linux", "amd64")
+        );
+        assert_eq!(
+            (r.engine_name.as_str(), r.engine_version.as_str()),
+            ("ooniprobe-engine", "3.20.0")
+        );
         assert_eq!(r.test_helper_address, "https://th.example");
         assert_eq!(r.test_helper_type, "https");
         assert_eq!(r.ooni_run_link_id, Some(10182));
@@ -386,7 +406,10 @@ mod tests {
         o.remove("test_version");
         let r = row_of(&m);
         assert_eq!(r.platform, "unset");
-        assert_eq!((r.test_helper_address.as_str(), r.test_helper_type.as_str()), ("", ""));
+        assert_eq!(
+            (r.test_helper_address.as_str(), r.test_helper_type.as_str()),
+            ("", "")
+        );
         assert_eq!((r.input.as_str(), r.domain.as_str()), ("", ""));
         assert_eq!(r.software_name, "");
         assert_eq!(r.test_runtime, 0.0);
@@ -396,7 +419,12 @@ mod tests {
 
     #[test]
     fn ooni_run_link_id_follows_python_int() {
-        for (v, want) in [(json!("12"), Some(12)), (json!("abc"), None), (json!(""), None), (json!(7.9), Some(7))] {
+        for (v, want) in [
+            (json!("12"), Some(12)),
+            (json!("abc"), None),
+            (json!(""), None),
+            (json!(7.9), Some(7)),
+        ] {
             let mut m = msm();
             m["annotations"]["ooni_run_link_id"] = v;
             assert_eq!(row_of(&m).ooni_run_link_id, want);
@@ -412,7 +440,10 @@ mod tests {
         m["test_name"] = json!("meek_fronted_requests_test");
         m["input"] = json!(["a.example:443", "b.example"]);
         let r = row_of(&m);
-        assert_eq!((r.input.as_str(), r.domain.as_str()), ("{a.example:443,b.example}", "a.example:443"));
+        assert_eq!(
+            (r.input.as_str(), r.domain.as_str()),
+            ("{a.example:443,b.example}", "a.example:443")
+        );
         m["test_name"] = json!("web_connectivity");
         assert_eq!(dropped(&m).kind, DropKind::Failed);
     }
@@ -449,8 +480,14 @@ mod tests {
         let mut m = msm();
         m.as_object_mut().unwrap().remove("measurement_start_time");
         assert_eq!(dropped(&m).reason, "missing measurement_start_time");
-        assert!(matches!(derive_row(b"[1,2]", UID, &DefaultScorer), Outcome::Dropped(_)));
-        assert!(matches!(derive_row(b"{nope", UID, &DefaultScorer), Outcome::Dropped(_)));
+        assert!(matches!(
+            derive_row(b"[1,2]", UID, &DefaultScorer),
+            Outcome::Dropped(_)
+        ));
+        assert!(matches!(
+            derive_row(b"{nope", UID, &DefaultScorer),
+            Outcome::Dropped(_)
+        ));
     }
 
     #[test]
@@ -458,6 +495,11 @@ mod tests {
         let mut m = msm();
         m["measurement_start_time"] = json!("2020-01-01 00:00:00");
         let r = row_of(&m);
-        assert!(r.scores.ends_with(r#""accuracy":0.0,"msg":"Measurement start time too old"}"#), "{}", r.scores);
+        assert!(
+            r.scores
+                .ends_with(r#""accuracy":0.0,"msg":"Measurement start time too old"}"#),
+            "{}",
+            r.scores
+        );
     }
 }

@@ -68,7 +68,11 @@ const ONE_YEAR: i64 = 31_536_000;
 /// Flags measurements whose start time is more than an hour after, or more than a
 /// year before, the receive time encoded in the uid. Errors where Python raises a
 /// non-`ValueError` (a start time that is neither a string nor falsy).
-pub fn flag_wrong_date(msm: &Map<String, Value>, uid: &str, scores: &mut Scores) -> Result<(), ScoreError> {
+pub fn flag_wrong_date(
+    msm: &Map<String, Value>,
+    uid: &str,
+    scores: &mut Scores,
+) -> Result<(), ScoreError> {
     if !uid.starts_with("20") || uid.len() < 20 {
         return Ok(());
     }
@@ -140,7 +144,9 @@ mod tests {
 
     #[test]
     fn default_scorer_matches_ooni() {
-        let s = DefaultScorer.score(&Measurement::new("{}", Map::new())).unwrap();
+        let s = DefaultScorer
+            .score(&Measurement::new("{}", Map::new()))
+            .unwrap();
         assert_eq!(
             crate::ujson::dumps(&Value::Object(s)),
             r#"{"blocking_general":0.0,"blocking_global":0.0,"blocking_country":0.0,"blocking_isp":0.0,"blocking_local":0.0,"accuracy":0.0}"#
@@ -150,8 +156,14 @@ mod tests {
     #[test]
     fn flags_use_strict_thresholds_and_defaults() {
         let f = flags(&scores(json!({"blocking_general": 0.5}))).unwrap();
-        assert_eq!((f.anomaly, f.msm_failure, f.confirmed), (false, false, false));
-        let f = flags(&scores(json!({"blocking_general": 0.51, "accuracy": 0.0, "confirmed": true}))).unwrap();
+        assert_eq!(
+            (f.anomaly, f.msm_failure, f.confirmed),
+            (false, false, false)
+        );
+        let f = flags(&scores(
+            json!({"blocking_general": 0.51, "accuracy": 0.0, "confirmed": true}),
+        ))
+        .unwrap();
         assert_eq!((f.anomaly, f.msm_failure, f.confirmed), (true, true, true));
         let f = flags(&scores(json!({"accuracy": 0.5}))).unwrap();
         assert!(!f.msm_failure);
@@ -162,17 +174,48 @@ mod tests {
     fn date_check_flags_old_and_future_measurements() {
         let uid = "20210208220710.181572_MA_ndt_7888edc7748936bf";
         let mut s = Scores::new();
-        flag_wrong_date(json!({"measurement_start_time": "2021-02-08 22:00:00"}).as_object().unwrap(), uid, &mut s).unwrap();
+        flag_wrong_date(
+            json!({"measurement_start_time": "2021-02-08 22:00:00"})
+                .as_object()
+                .unwrap(),
+            uid,
+            &mut s,
+        )
+        .unwrap();
         assert!(s.is_empty());
-        flag_wrong_date(json!({"measurement_start_time": "2020-02-08 22:00:00"}).as_object().unwrap(), uid, &mut s).unwrap();
+        flag_wrong_date(
+            json!({"measurement_start_time": "2020-02-08 22:00:00"})
+                .as_object()
+                .unwrap(),
+            uid,
+            &mut s,
+        )
+        .unwrap();
         assert_eq!(s.get("msg"), Some(&json!("Measurement start time too old")));
         assert_eq!(s.get("accuracy"), Some(&json!(0.0)));
         let mut s = Scores::new();
-        flag_wrong_date(json!({"measurement_start_time": "2021-02-09 00:00:00"}).as_object().unwrap(), uid, &mut s).unwrap();
-        assert_eq!(s.get("msg"), Some(&json!("Measurement start time from the future")));
+        flag_wrong_date(
+            json!({"measurement_start_time": "2021-02-09 00:00:00"})
+                .as_object()
+                .unwrap(),
+            uid,
+            &mut s,
+        )
+        .unwrap();
+        assert_eq!(
+            s.get("msg"),
+            Some(&json!("Measurement start time from the future"))
+        );
         // exactly one hour ahead is still fine
         let mut s = Scores::new();
-        flag_wrong_date(json!({"measurement_start_time": "2021-02-08 23:07:10"}).as_object().unwrap(), uid, &mut s).unwrap();
+        flag_wrong_date(
+            json!({"measurement_start_time": "2021-02-08 23:07:10"})
+                .as_object()
+                .unwrap(),
+            uid,
+            &mut s,
+        )
+        .unwrap();
         assert!(s.is_empty());
     }
 
@@ -180,10 +223,32 @@ mod tests {
     fn date_check_is_skipped_for_legacy_ids_and_bad_times() {
         let mut s = Scores::new();
         let old = json!({"measurement_start_time": "2001-01-01 00:00:00"});
-        flag_wrong_date(old.as_object().unwrap(), "01202102037f9c2ba4e88f827d61604550760585", &mut s).unwrap();
-        flag_wrong_date(json!({"measurement_start_time": "nope"}).as_object().unwrap(), "20210208220710.181572_MA_ndt_x", &mut s).unwrap();
-        flag_wrong_date(json!({"measurement_start_time": null}).as_object().unwrap(), "20210208220710.181572_MA_ndt_x", &mut s).unwrap();
+        flag_wrong_date(
+            old.as_object().unwrap(),
+            "01202102037f9c2ba4e88f827d61604550760585",
+            &mut s,
+        )
+        .unwrap();
+        flag_wrong_date(
+            json!({"measurement_start_time": "nope"})
+                .as_object()
+                .unwrap(),
+            "20210208220710.181572_MA_ndt_x",
+            &mut s,
+        )
+        .unwrap();
+        flag_wrong_date(
+            json!({"measurement_start_time": null}).as_object().unwrap(),
+            "20210208220710.181572_MA_ndt_x",
+            &mut s,
+        )
+        .unwrap();
         assert!(s.is_empty());
-        assert!(flag_wrong_date(json!({"measurement_start_time": 5}).as_object().unwrap(), "20210208220710.181572_MA_ndt_x", &mut s).is_err());
+        assert!(flag_wrong_date(
+            json!({"measurement_start_time": 5}).as_object().unwrap(),
+            "20210208220710.181572_MA_ndt_x",
+            &mut s
+        )
+        .is_err());
     }
 }

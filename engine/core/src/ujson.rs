@@ -124,9 +124,11 @@ mod tests {
     #[test]
     fn keeps_insertion_order_ints_and_float_shapes() {
         let v: Value =
-            serde_json::from_str(r#"{"z":1.0,"a":0,"m":2.1714069843,"n":[0.5,-3.0,100]}"#)
-                .unwrap();
-        assert_eq!(dumps(&v), r#"{"z":1.0,"a":0,"m":2.1714069843,"n":[0.5,-3.0,100]}"#);
+            serde_json::from_str(r#"{"z":1.0,"a":0,"m":2.1714069843,"n":[0.5,-3.0,100]}"#).unwrap();
+        assert_eq!(
+            dumps(&v),
+            r#"{"z":1.0,"a":0,"m":2.1714069843,"n":[0.5,-3.0,100]}"#
+        );
     }
 
     #[test]

@@ -17,7 +17,12 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, error: &str, reason: &'static str, detail: impl Into<String>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        error: &str,
+        reason: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
         ApiError {
             status,
             error: error.to_owned(),
@@ -31,7 +36,12 @@ impl ApiError {
     }
 
     pub fn unavailable(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable", "unavailable", detail)
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service unavailable",
+            "unavailable",
+            detail,
+        )
     }
 }
 

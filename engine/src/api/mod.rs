@@ -44,7 +44,12 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "Not found", "not_found", "no such route")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "Not found",
+        "not_found",
+        "no such route",
+    )
 }
 
 async fn method_not_allowed() -> ApiError {

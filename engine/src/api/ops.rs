@@ -18,7 +18,11 @@ pub async fn health(State(st): State<AppState>) -> Response {
     if let Err(e) = tokio::fs::write(&probe, b"ok").await {
         errors.push(format!("spool: {e}"));
     }
-    let status = if errors.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = json!({
         "status": if errors.is_empty() { "ok" } else { "fail" },
         "errors": errors,
@@ -32,9 +36,21 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
     let s = &st.spool.stats;
     let groups = s.groups.load(Relaxed) as f64;
     let extra = [
-        ("ooni_spool_sync_groups", "Filesystem syncs made by the spool (one per group commit)", groups),
-        ("ooni_spool_writes", "Measurements written to the spool", s.writes.load(Relaxed) as f64),
-        ("ooni_spool_sync_seconds", "Time spent in spool syncs", s.sync_micros.load(Relaxed) as f64 / 1e6),
+        (
+            "ooni_spool_sync_groups",
+            "Filesystem syncs made by the spool (one per group commit)",
+            groups,
+        ),
+        (
+            "ooni_spool_writes",
+            "Measurements written to the spool",
+            s.writes.load(Relaxed) as f64,
+        ),
+        (
+            "ooni_spool_sync_seconds",
+            "Time spent in spool syncs",
+            s.sync_micros.load(Relaxed) as f64 / 1e6,
+        ),
     ];
     let text = st.metrics.render(&extra);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()

@@ -3,7 +3,9 @@
 
 use super::error::ApiError;
 use super::{with_cache, AppState};
-use crate::ingest::submission::{check_consistency, check_metadata, decode_body, read_metadata, Rejection};
+use crate::ingest::submission::{
+    check_consistency, check_metadata, decode_body, read_metadata, Rejection,
+};
 use crate::scoring::ScoreJob;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -12,7 +14,9 @@ use axum::response::Response;
 use axum::Json;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
-use ooni_core::ids::{format_measurement_uid, format_report_id, parse_measurement_uid, parse_report_id};
+use ooni_core::ids::{
+    format_measurement_uid, format_report_id, parse_measurement_uid, parse_report_id,
+};
 use rand::RngCore;
 use serde_json::{json, Map, Value};
 use std::sync::atomic::Ordering::Relaxed;
@@ -55,8 +59,21 @@ fn random16() -> String {
         .replace(['+', '/'], "o")
 }
 
-fn mint_report_id(st: &AppState, now: DateTime<Utc>, test_name: &str, cc: &str, asn: i64) -> String {
-    format_report_id(now, test_name, cc, asn, &st.config.collector_id, &random16())
+fn mint_report_id(
+    st: &AppState,
+    now: DateTime<Utc>,
+    test_name: &str,
+    cc: &str,
+    asn: i64,
+) -> String {
+    format_report_id(
+        now,
+        test_name,
+        cc,
+        asn,
+        &st.config.collector_id,
+        &random16(),
+    )
 }
 
 /// `probe_asn` as the newer service normalises it: `AS0` unless `AS` + a number.
@@ -80,7 +97,10 @@ fn normalise_cc(cc: &str) -> String {
 fn parse_json_object(body: &Bytes) -> Result<Map<String, Value>, ApiError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiError::bad_request("bad_json", "the body must be a JSON object")),
+        Ok(_) => Err(ApiError::bad_request(
+            "bad_json",
+            "the body must be a JSON object",
+        )),
         Err(e) => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "JSON expected",
@@ -90,7 +110,11 @@ fn parse_json_object(body: &Bytes) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
-fn str_field<'a>(m: &'a Map<String, Value>, key: &str, default: &'a str) -> Result<&'a str, ApiError> {
+fn str_field<'a>(
+    m: &'a Map<String, Value>,
+    key: &str,
+    default: &'a str,
+) -> Result<&'a str, ApiError> {
     match m.get(key) {
         None | Some(Value::Null) => Ok(default),
         Some(Value::String(s)) => Ok(s),
@@ -206,9 +230,11 @@ pub async fn submit_measurement(
     };
     let (body, cc_test) = if raw.len() > INLINE_PARSE_LIMIT {
         let st2 = st.clone();
-        tokio::task::spawn_blocking(move || check_submission(&st2, &report_id, encoding, raw.to_vec()))
-            .await
-            .map_err(|e| ApiError::unavailable(format!("parser task failed: {e}")))??
+        tokio::task::spawn_blocking(move || {
+            check_submission(&st2, &report_id, encoding, raw.to_vec())
+        })
+        .await
+        .map_err(|e| ApiError::unavailable(format!("parser task failed: {e}")))??
     } else {
         check_submission(&st, &report_id, encoding, raw.to_vec())?
     };
@@ -221,7 +247,9 @@ pub async fn submit_measurement(
     if let Err(e) = st.spool.write(dir, uid.clone(), body.clone()).await {
         tracing::error!(error = %e, uid = %uid, "spool write failed");
         st.metrics.reject("spool_unavailable");
-        return Err(ApiError::unavailable(format!("the measurement could not be stored: {e}")));
+        return Err(ApiError::unavailable(format!(
+            "the measurement could not be stored: {e}"
+        )));
     }
     st.metrics.uploads_accepted.fetch_add(1, Relaxed);
     st.pipeline.offer(ScoreJob {
@@ -229,7 +257,10 @@ pub async fn submit_measurement(
         body,
         acked_at: Some(Instant::now()),
     });
-    Ok(with_cache(Json(json!({"measurement_uid": uid})), "no-cache"))
+    Ok(with_cache(
+        Json(json!({"measurement_uid": uid})),
+        "no-cache",
+    ))
 }
 
 /// `POST /report/{report_id}/close`: always `{}`.
@@ -268,8 +299,15 @@ pub async fn test_helpers() -> Response {
 /// `GET /api/v1/collectors`: where probes should upload, which is this engine.
 pub async fn collectors(State(st): State<AppState>) -> Response {
     let url = st.config.public_url();
-    let kind = if url.starts_with("https://") { "https" } else { "http" };
-    with_cache(Json(json!([{"address": url, "type": kind}])), "max-age=3600")
+    let kind = if url.starts_with("https://") {
+        "https"
+    } else {
+        "http"
+    };
+    with_cache(
+        Json(json!([{"address": url, "type": kind}])),
+        "max-age=3600",
+    )
 }
 
 /// `POST /api/v1/check-in`: a report id for every test, and the URLs to test
@@ -282,16 +320,26 @@ pub async fn check_in(State(st): State<AppState>, body: Bytes) -> Result<Respons
     };
     let cc = str_field(&m, "probe_cc", "ZZ")?.to_uppercase();
     let asn_str = str_field(&m, "probe_asn", "AS0")?.to_owned();
-    let cc = if cc.len() == 2 && cc.bytes().all(|b| b.is_ascii_alphabetic()) { cc } else { "ZZ".to_owned() };
+    let cc = if cc.len() == 2 && cc.bytes().all(|b| b.is_ascii_alphabetic()) {
+        cc
+    } else {
+        "ZZ".to_owned()
+    };
     let asn = normalise_asn(&asn_str);
     if let Some(wc) = m.get("web_connectivity") {
         let codes: Vec<String> = match wc.get("category_codes") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::String(s)) => s.split(',').map(|c| c.trim().to_owned()).collect(),
-            Some(Value::Array(a)) => a.iter().map(|v| v.as_str().unwrap_or("?").to_owned()).collect(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| v.as_str().unwrap_or("?").to_owned())
+                .collect(),
             Some(_) => vec!["?".to_owned()],
         };
-        if let Some(bad) = codes.iter().find(|c| !c.is_empty() && !c.bytes().all(|b| b.is_ascii_alphabetic())) {
+        if let Some(bad) = codes
+            .iter()
+            .find(|c| !c.is_empty() && !c.bytes().all(|b| b.is_ascii_alphabetic()))
+        {
             return Err(ApiError::bad_request(
                 "bad_category_code",
                 format!("category code {bad:?} must be letters only"),
@@ -305,7 +353,10 @@ pub async fn check_in(State(st): State<AppState>, body: Bytes) -> Result<Respons
         if t == "web_connectivity" {
             entry.insert("urls".into(), json!([]));
         }
-        entry.insert("report_id".into(), json!(mint_report_id(&st, now, t, &cc, asn)));
+        entry.insert(
+            "report_id".into(),
+            json!(mint_report_id(&st, now, t, &cc, asn)),
+        );
         tests.insert(t.to_owned(), Value::Object(entry));
     }
     let body = json!({

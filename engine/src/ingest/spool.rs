@@ -78,7 +78,9 @@ impl Spool {
         let thread_stats = stats.clone();
         std::thread::Builder::new()
             .name("spool-commit".into())
-            .spawn(move || committer(thread_incoming, root_fd, rx, group_max.max(1), thread_stats))?;
+            .spawn(move || {
+                committer(thread_incoming, root_fd, rx, group_max.max(1), thread_stats)
+            })?;
         Ok(Spool {
             incoming,
             quarantine,
@@ -90,7 +92,12 @@ impl Spool {
     /// Stores `body` as `{dir}/{uid}.post` and returns once it is durable on disk.
     pub async fn write(&self, dir: String, uid: String, body: Arc<[u8]>) -> io::Result<()> {
         let (done, wait) = oneshot::channel();
-        let job = WriteJob { dir, uid, body, done };
+        let job = WriteJob {
+            dir,
+            uid,
+            body,
+            done,
+        };
         self.tx
             .send(job)
             .await
@@ -102,7 +109,11 @@ impl Spool {
     /// Where a measurement lives while it is in the spool.
     pub fn path_of(&self, uid: &str) -> Option<PathBuf> {
         let parsed = parse_measurement_uid(uid)?;
-        Some(self.incoming.join(parsed.spool_dir()).join(format!("{uid}.post")))
+        Some(
+            self.incoming
+                .join(parsed.spool_dir())
+                .join(format!("{uid}.post")),
+        )
     }
 
     pub fn incoming_dir(&self) -> &Path {
@@ -208,7 +219,9 @@ fn committer(
         }
         let t = Instant::now();
         let synced = syncfs(&root_fd);
-        stats.sync_micros.fetch_add(t.elapsed().as_micros() as u64, Relaxed);
+        stats
+            .sync_micros
+            .fetch_add(t.elapsed().as_micros() as u64, Relaxed);
         stats.groups.fetch_add(1, Relaxed);
         stats.writes.fetch_add(group.len() as u64, Relaxed);
         for (job, r) in group.drain(..).zip(results.drain(..)) {
@@ -273,7 +286,11 @@ mod tests {
         let dir = root.path().join("incoming/2024010100_IT_ndt");
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("x.post.tmp"), b"partial").unwrap();
-        fs::write(dir.join("20240101000000.000001_IT_ndt_0000000000000000.post"), b"{}").unwrap();
+        fs::write(
+            dir.join("20240101000000.000001_IT_ndt_0000000000000000.post"),
+            b"{}",
+        )
+        .unwrap();
         let spool = Spool::open(root.path(), 8).unwrap();
         assert!(!dir.join("x.post.tmp").exists());
         assert_eq!(spool.scan().unwrap().len(), 1);

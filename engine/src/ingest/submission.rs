@@ -82,7 +82,11 @@ impl Rejection {
 }
 
 /// Decodes the body per its `Content-Encoding`, never inflating past `max`.
-pub fn decode_body(encoding: Option<&str>, body: Vec<u8>, max: usize) -> Result<Vec<u8>, Rejection> {
+pub fn decode_body(
+    encoding: Option<&str>,
+    body: Vec<u8>,
+    max: usize,
+) -> Result<Vec<u8>, Rejection> {
     match encoding.map(str::trim) {
         None | Some("") | Some("identity") => Ok(body),
         Some(e) if e.eq_ignore_ascii_case("zstd") => {
@@ -144,7 +148,9 @@ pub fn read_metadata(body: &[u8]) -> Result<Metadata, Rejection> {
     let text = std::str::from_utf8(body).map_err(|e| Rejection::NotUtf8(e.valid_up_to()))?;
     // serde would also map a JSON array onto the struct, field by field.
     if !text.trim_start().starts_with('{') {
-        return Err(Rejection::BadJson("the body must be a JSON object".to_owned()));
+        return Err(Rejection::BadJson(
+            "the body must be a JSON object".to_owned(),
+        ));
     }
     let env: Envelope =
         serde_json::from_slice(body).map_err(|e| Rejection::BadJson(e.to_string()))?;
@@ -196,14 +202,24 @@ pub fn check_consistency(rid: &ReportId<'_>, meta: &Metadata) -> Result<(), Reje
 pub fn check_metadata(meta: &Metadata) -> Result<(), Rejection> {
     let mut errors = Vec::new();
     let cc = &meta.probe_cc;
-    if cc.len() != 2 || !cc.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()) {
-        errors.push(format!("probe_cc {cc:?} must be 2 upper-case letters or digits"));
+    if cc.len() != 2
+        || !cc
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    {
+        errors.push(format!(
+            "probe_cc {cc:?} must be 2 upper-case letters or digits"
+        ));
     }
     let tn = &meta.test_name;
     if !(2..=30).contains(&tn.len())
-        || !tn.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        || !tn
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
     {
-        errors.push(format!("test_name {tn:?} must be 2 to 30 of a-z, 0-9 and _"));
+        errors.push(format!(
+            "test_name {tn:?} must be 2 to 30 of a-z, 0-9 and _"
+        ));
     }
     let asn = &meta.probe_asn;
     match asn.strip_prefix("AS") {
@@ -215,7 +231,9 @@ pub fn check_metadata(meta: &Metadata) -> Result<(), Rejection> {
                 errors.push(format!("probe_asn {asn:?} has a leading zero"));
             }
         }
-        _ => errors.push(format!("probe_asn {asn:?} must be AS followed by 1 to 10 digits")),
+        _ => errors.push(format!(
+            "probe_asn {asn:?} must be AS followed by 1 to 10 digits"
+        )),
     }
     if !errors.is_empty() {
         return Err(Rejection::BadMetadata(format!("Errors: {errors:?}")));
@@ -253,14 +271,23 @@ mod tests {
     fn envelope_errors() {
         assert_eq!(read_metadata(b""), Err(Rejection::Empty));
         assert_eq!(read_metadata(b"  \n"), Err(Rejection::Empty));
-        assert!(matches!(read_metadata(b"{\"format\":"), Err(Rejection::BadJson(_))));
+        assert!(matches!(
+            read_metadata(b"{\"format\":"),
+            Err(Rejection::BadJson(_))
+        ));
         assert!(matches!(read_metadata(b"[1]"), Err(Rejection::BadJson(_))));
         assert!(matches!(
             read_metadata(br#"{"format":"yaml","content":"a: 1"}"#),
             Err(Rejection::BadFormat(_))
         ));
-        assert_eq!(read_metadata(br#"{"format":"json"}"#), Err(Rejection::NoContent));
-        assert_eq!(read_metadata(br#"{"format":"json","content":"x"}"#), Err(Rejection::NoContent));
+        assert_eq!(
+            read_metadata(br#"{"format":"json"}"#),
+            Err(Rejection::NoContent)
+        );
+        assert_eq!(
+            read_metadata(br#"{"format":"json","content":"x"}"#),
+            Err(Rejection::NoContent)
+        );
         assert_eq!(
             read_metadata(&body(r#"{"probe_cc":"IT","probe_asn":"AS1"}"#)),
             Err(Rejection::MissingField("test_name"))
@@ -281,11 +308,23 @@ mod tests {
         };
         check_consistency(&rid, &ok).unwrap();
         for m in [
-            Metadata { probe_cc: "FR".into(), ..ok.clone() },
-            Metadata { probe_asn: "AS1".into(), ..ok.clone() },
-            Metadata { test_name: "ndt".into(), ..ok.clone() },
+            Metadata {
+                probe_cc: "FR".into(),
+                ..ok.clone()
+            },
+            Metadata {
+                probe_asn: "AS1".into(),
+                ..ok.clone()
+            },
+            Metadata {
+                test_name: "ndt".into(),
+                ..ok.clone()
+            },
         ] {
-            assert!(matches!(check_consistency(&rid, &m), Err(Rejection::Inconsistent(_))));
+            assert!(matches!(
+                check_consistency(&rid, &m),
+                Err(Rejection::Inconsistent(_))
+            ));
         }
     }
 
@@ -298,14 +337,62 @@ mod tests {
         };
         check_metadata(&ok).unwrap();
         let bad = |m: Metadata| check_metadata(&m).unwrap_err().reason();
-        assert_eq!(bad(Metadata { probe_cc: "it".into(), ..ok.clone() }), "bad_metadata");
-        assert_eq!(bad(Metadata { probe_cc: "ZZ".into(), ..ok.clone() }), "cc_zz");
-        assert_eq!(bad(Metadata { probe_asn: "AS0".into(), ..ok.clone() }), "asn_0");
-        assert_eq!(bad(Metadata { probe_asn: "AS012".into(), ..ok.clone() }), "bad_metadata");
-        assert_eq!(bad(Metadata { probe_asn: "ASx1".into(), ..ok.clone() }), "bad_metadata");
-        assert_eq!(bad(Metadata { probe_asn: "12".into(), ..ok.clone() }), "bad_metadata");
-        assert_eq!(bad(Metadata { test_name: "Web".into(), ..ok.clone() }), "bad_metadata");
-        assert_eq!(bad(Metadata { test_name: "x".into(), ..ok.clone() }), "bad_metadata");
+        assert_eq!(
+            bad(Metadata {
+                probe_cc: "it".into(),
+                ..ok.clone()
+            }),
+            "bad_metadata"
+        );
+        assert_eq!(
+            bad(Metadata {
+                probe_cc: "ZZ".into(),
+                ..ok.clone()
+            }),
+            "cc_zz"
+        );
+        assert_eq!(
+            bad(Metadata {
+                probe_asn: "AS0".into(),
+                ..ok.clone()
+            }),
+            "asn_0"
+        );
+        assert_eq!(
+            bad(Metadata {
+                probe_asn: "AS012".into(),
+                ..ok.clone()
+            }),
+            "bad_metadata"
+        );
+        assert_eq!(
+            bad(Metadata {
+                probe_asn: "ASx1".into(),
+                ..ok.clone()
+            }),
+            "bad_metadata"
+        );
+        assert_eq!(
+            bad(Metadata {
+                probe_asn: "12".into(),
+                ..ok.clone()
+            }),
+            "bad_metadata"
+        );
+        assert_eq!(
+            bad(Metadata {
+                test_name: "Web".into(),
+                ..ok.clone()
+            }),
+            "bad_metadata"
+        );
+        assert_eq!(
+            bad(Metadata {
+                test_name: "x".into(),
+                ..ok.clone()
+            }),
+            "bad_metadata"
+        );
     }
 
     #[test]
@@ -319,8 +406,14 @@ mod tests {
             decode_body(Some("zstd"), bomb, 1_000_000),
             Err(Rejection::DecompressedTooLarge(1_000_000))
         );
-        assert!(matches!(decode_body(Some("zstd"), b"not zstd".to_vec(), 10), Err(Rejection::BadZstd(_))));
-        assert!(matches!(decode_body(Some("gzip"), vec![], 10), Err(Rejection::UnsupportedEncoding(_))));
+        assert!(matches!(
+            decode_body(Some("zstd"), b"not zstd".to_vec(), 10),
+            Err(Rejection::BadZstd(_))
+        ));
+        assert!(matches!(
+            decode_body(Some("gzip"), vec![], 10),
+            Err(Rejection::UnsupportedEncoding(_))
+        ));
         assert_eq!(decode_body(None, b"x".to_vec(), 0).unwrap(), b"x");
     }
 }

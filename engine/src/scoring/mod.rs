@@ -92,7 +92,9 @@ impl Pipeline {
     pub fn offer(&self, job: ScoreJob) {
         if self.tx.try_send(job).is_err() {
             self.backlog.store(true, Ordering::Release);
-            self.metrics.score_queue_overflows.fetch_add(1, Ordering::Relaxed);
+            self.metrics
+                .score_queue_overflows
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -105,7 +107,11 @@ impl Pipeline {
         for chunk in files.chunks(500) {
             let uids: Vec<String> = chunk.iter().map(|f| f.uid.clone()).collect();
             let known = store.known_uids(&uids).await?;
-            let todo: Vec<_> = chunk.iter().filter(|f| !known.contains(&f.uid)).cloned().collect();
+            let todo: Vec<_> = chunk
+                .iter()
+                .filter(|f| !known.contains(&f.uid))
+                .cloned()
+                .collect();
             if todo.is_empty() {
                 continue;
             }
@@ -144,7 +150,9 @@ impl Pipeline {
             })
             .await?;
         }
-        self.metrics.recovered.fetch_add(queued as u64, Ordering::Relaxed);
+        self.metrics
+            .recovered
+            .fetch_add(queued as u64, Ordering::Relaxed);
         Ok(queued)
     }
 
@@ -185,7 +193,11 @@ impl PipelineTasks {
     }
 }
 
-fn score_loop(rx: crossbeam_channel::Receiver<ScoreJob>, out: mpsc::Sender<Scored>, registry: Arc<Registry>) {
+fn score_loop(
+    rx: crossbeam_channel::Receiver<ScoreJob>,
+    out: mpsc::Sender<Scored>,
+    registry: Arc<Registry>,
+) {
     for job in rx {
         let scored = match derive_row(&job.body, &job.uid, registry.as_ref()) {
             Outcome::Row(mut row) => {
@@ -254,8 +266,12 @@ async fn write_loop(
             metrics.observe_ack_to_row(now.duration_since(*t));
         }
         metrics.db_batches.fetch_add(1, Ordering::Relaxed);
-        metrics.rows_written.fetch_add(rows.len() as u64, Ordering::Relaxed);
-        metrics.drops_written.fetch_add(drops.len() as u64, Ordering::Relaxed);
+        metrics
+            .rows_written
+            .fetch_add(rows.len() as u64, Ordering::Relaxed);
+        metrics
+            .drops_written
+            .fetch_add(drops.len() as u64, Ordering::Relaxed);
         rows.clear();
         acks.clear();
         drops.clear();

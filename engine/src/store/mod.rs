@@ -96,8 +96,9 @@ macro_rules! upsert_rows {
 
 macro_rules! upsert_drops {
     ($drops:expr, $at:expr) => {{
-        let mut qb =
-            QueryBuilder::new("INSERT INTO fastpath_dropped (measurement_uid, kind, reason, dropped_at) ");
+        let mut qb = QueryBuilder::new(
+            "INSERT INTO fastpath_dropped (measurement_uid, kind, reason, dropped_at) ",
+        );
         qb.push_values($drops, |mut b, d: &DropRecord| {
             b.push_bind(&d.measurement_uid)
                 .push_bind(d.kind.as_str())
@@ -115,7 +116,8 @@ macro_rules! upsert_drops {
 /// `DELETE FROM {table} WHERE measurement_uid IN (…)`.
 macro_rules! delete_uids {
     ($table:expr, $uids:expr) => {{
-        let mut qb = QueryBuilder::new(format!("DELETE FROM {} WHERE measurement_uid IN (", $table));
+        let mut qb =
+            QueryBuilder::new(format!("DELETE FROM {} WHERE measurement_uid IN (", $table));
         let mut sep = qb.separated(", ");
         for u in $uids {
             sep.push_bind(u);
@@ -205,7 +207,11 @@ impl Store {
 
     /// Upserts rows and drop records in one transaction. A uid is in at most one of
     /// the two tables afterwards: re-scoring replaces whatever was there.
-    pub async fn write_batch(&self, rows: &[FastpathRow], drops: &[DropRecord]) -> Result<(), StoreError> {
+    pub async fn write_batch(
+        &self,
+        rows: &[FastpathRow],
+        drops: &[DropRecord],
+    ) -> Result<(), StoreError> {
         let now: NaiveDateTime = chrono::Utc::now().naive_utc();
         match self {
             Store::Sqlite(p) => write_batch_on!(p, rows, drops, now),

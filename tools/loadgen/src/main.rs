@@ -37,7 +37,9 @@ struct Args {
     seed: u64,
 }
 
-const COUNTRIES: [&str; 12] = ["IT", "IR", "RU", "US", "BR", "IN", "TR", "CN", "DE", "MM", "EG", "VE"];
+const COUNTRIES: [&str; 12] = [
+    "IT", "IR", "RU", "US", "BR", "IN", "TR", "CN", "DE", "MM", "EG", "VE",
+];
 
 /// Corpus measurements that OONI would store a row for, parsed.
 fn load_corpus(root: &std::path::Path) -> anyhow::Result<Vec<Value>> {
@@ -48,12 +50,16 @@ fn load_corpus(root: &std::path::Path) -> anyhow::Result<Vec<Value>> {
         for f in std::fs::read_dir(&d)? {
             let f = f?.path();
             let rel = f.strip_prefix(&dir)?;
-            let expected: Value = serde_json::from_slice(&std::fs::read(root.join("expected/fastpath").join(rel))?)?;
+            let expected: Value =
+                serde_json::from_slice(&std::fs::read(root.join("expected/fastpath").join(rel))?)?;
             if expected["dropped"] == json!(true) {
                 continue;
             }
             let m: Value = serde_json::from_slice(&std::fs::read(&f)?)?;
-            if m["probe_asn"].as_str().is_some_and(|a| a.starts_with("AS0")) {
+            if m["probe_asn"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("AS0"))
+            {
                 continue;
             }
             out.push(m);
@@ -89,7 +95,13 @@ async fn setup_probe(
             "software_name": "ooni-loadgen", "software_version": env!("CARGO_PKG_VERSION"),
             "test_name": test_name, "test_start_time": "2026-01-01 00:00:00", "test_version": "0.0.1",
         });
-        let r: Value = c.post(format!("{base}/report")).json(&open).send().await?.json().await?;
+        let r: Value = c
+            .post(format!("{base}/report"))
+            .json(&open)
+            .send()
+            .await?
+            .json()
+            .await?;
         let rid = r["report_id"].as_str().context("no report_id")?.to_owned();
         let mut content = m.clone();
         content["report_id"] = json!(rid);
@@ -98,7 +110,11 @@ async fn setup_probe(
         let start = chrono_like_now_minus(rng.gen_range(0..3600));
         content["measurement_start_time"] = json!(start);
         let body = serde_json::to_vec(&json!({"format": "json", "content": content}))?;
-        let body = if zstd { zstd::encode_all(&body[..], 3)? } else { body };
+        let body = if zstd {
+            zstd::encode_all(&body[..], 3)?
+        } else {
+            body
+        };
         uploads.push((rid, body));
     }
     Ok(Probe { uploads })
@@ -121,7 +137,12 @@ fn chrono_like_now_minus(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 fn quantile(sorted: &[f64], q: f64) -> f64 {
@@ -151,11 +172,13 @@ async fn main() -> anyhow::Result<()> {
         / (probes.len() * 8) as f64;
 
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
-    let budget = Arc::new(std::sync::atomic::AtomicUsize::new(if args.max_uploads == 0 {
-        usize::MAX
-    } else {
-        args.max_uploads
-    }));
+    let budget = Arc::new(std::sync::atomic::AtomicUsize::new(
+        if args.max_uploads == 0 {
+            usize::MAX
+        } else {
+            args.max_uploads
+        },
+    ));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for probe in probes {
@@ -166,7 +189,11 @@ async fn main() -> anyhow::Result<()> {
             let mut i = 0;
             while Instant::now() < deadline {
                 if budget
-                    .fetch_update(std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed, |b| b.checked_sub(1))
+                    .fetch_update(
+                        std::sync::atomic::Ordering::Relaxed,
+                        std::sync::atomic::Ordering::Relaxed,
+                        |b| b.checked_sub(1),
+                    )
                     .is_err()
                 {
                     break;
@@ -209,7 +236,12 @@ async fn main() -> anyhow::Result<()> {
 
     // Let the last batches land, then read the engine's own ack→row figures.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let metrics = c.get(format!("{}/metrics", args.url)).send().await?.text().await?;
+    let metrics = c
+        .get(format!("{}/metrics", args.url))
+        .send()
+        .await?
+        .text()
+        .await?;
     let ack_to_row = |q: &str| {
         metrics
             .lines()
