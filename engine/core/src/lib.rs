@@ -5,7 +5,7 @@
 //! getter semantics (null vs missing), identifier formats, the default scorer, the
 //! date sanity check, the anomaly/confirmed/failure flags and every column rule.
 
-pub mod getters;
+pub use ooni_scorer_sdk::getters;
 pub mod ids;
 pub mod measurement;
 pub mod pyparse;

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use thiserror::Error;
 
 /// A scores dict; key order is significant (it is stored serialised).
-pub type Scores = Map<String, Value>;
+pub use ooni_scorer_sdk::Scores;
 
 /// Which scorer produced a row, recorded with it so any row can be reproduced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,20 +28,7 @@ pub trait Scorer: Send + Sync {
     fn score(&self, msm: &Measurement<'_>) -> Result<Scores, ScoreError>;
 }
 
-/// The five `blocking_*` keys every OONI scorer starts from, in OONI's order.
-pub fn init_scores() -> Scores {
-    let mut s = Map::new();
-    for k in [
-        "blocking_general",
-        "blocking_global",
-        "blocking_country",
-        "blocking_isp",
-        "blocking_local",
-    ] {
-        s.insert(k.to_owned(), Value::from(0.0));
-    }
-    s
-}
+pub use ooni_scorer_sdk::init_scores;
 
 /// What OONI gives a test name it has no scorer for: zeros and `accuracy: 0.0`.
 #[derive(Debug, Default, Clone, Copy)]

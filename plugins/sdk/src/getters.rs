@@ -4,14 +4,20 @@
 //! `false`) are kept. Asking a non-object for a key is an error, as it raises in Python.
 
 use serde_json::Value;
-use thiserror::Error;
 
-#[derive(Debug, Error, PartialEq, Eq)]
-#[error("cannot read key `{key}` from a JSON {found}")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotAnObject {
     pub key: String,
     pub found: &'static str,
 }
+
+impl std::fmt::Display for NotAnObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot read key `{}` from a JSON {}", self.key, self.found)
+    }
+}
+
+impl std::error::Error for NotAnObject {}
 
 pub fn kind(v: &Value) -> &'static str {
     match v {
@@ -46,6 +52,40 @@ pub fn g<'a>(d: &'a Value, keys: &[&str]) -> Result<Option<&'a Value>, NotAnObje
         }
     }
     Ok(Some(cur))
+}
+
+/// The items a Python `for` loop over `v` would visit, where a non-list can only be
+/// looped over when empty (a non-empty dict or string yields keys or characters that
+/// the scorers then fail on). `None` (missing or null, already defaulted) is empty.
+pub fn iter_items<'a>(v: Option<&'a Value>, what: &str) -> Result<&'a [Value], String> {
+    match v {
+        None => Ok(&[]),
+        Some(Value::Array(a)) => Ok(a),
+        Some(Value::Object(o)) if o.is_empty() => Ok(&[]),
+        Some(Value::String(s)) if s.is_empty() => Ok(&[]),
+        Some(other) => Err(format!("{what} is a {}, not a list", kind(other))),
+    }
+}
+
+/// Python `==` between JSON values: numbers compare by value, and `true == 1`.
+pub fn py_eq(a: &Value, b: &Value) -> bool {
+    fn num(v: &Value) -> Option<f64> {
+        match v {
+            Value::Number(n) => n.as_f64(),
+            Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
+            _ => None,
+        }
+    }
+    match (a, b) {
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| py_eq(p, q)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| py_eq(v, w)))
+        }
+        _ => match (num(a), num(b)) {
+            (Some(x), Some(y)) => x == y,
+            _ => a == b,
+        },
+    }
 }
 
 /// Python truthiness of a JSON value.
@@ -88,6 +128,24 @@ mod tests {
         assert_eq!(g(&d, &["n", "x", "y"]).unwrap(), None);
         assert_eq!(g(&d, &["a", "zz", "c"]).unwrap(), None);
         assert!(g(&d, &["l", "x"]).is_err());
+    }
+
+    #[test]
+    fn python_equality() {
+        assert!(py_eq(&json!(1), &json!(1.0)));
+        assert!(py_eq(&json!(true), &json!(1)));
+        assert!(py_eq(&json!(false), &json!(0)));
+        assert!(!py_eq(&json!(null), &json!(false)));
+        assert!(!py_eq(&json!("1"), &json!(1)));
+        assert!(py_eq(&json!({"a": [1, true]}), &json!({"a": [1.0, 1]})));
+    }
+
+    #[test]
+    fn iteration_rules() {
+        assert_eq!(iter_items(Some(&json!([1])), "x").unwrap().len(), 1);
+        assert_eq!(iter_items(Some(&json!({})), "x").unwrap().len(), 0);
+        assert!(iter_items(Some(&json!({"a": 1})), "x").is_err());
+        assert!(iter_items(Some(&json!(3)), "x").is_err());
     }
 
     #[test]

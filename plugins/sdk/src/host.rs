@@ -1,0 +1,39 @@
+//! What a scorer may ask of the engine: fingerprint lookups and logging. The engine
+//! owns the fingerprint set and swaps it on reload; a scorer only ever sees matches.
+
+use serde_json::{Map, Value};
+
+/// A blocking fingerprint that matched, with the keys OONI stores in `scores`
+/// (`name`, `scope`, `location_found`, `confidence_no_fp`, `expected_countries`, in
+/// that order).
+pub type FingerprintMatch = Map<String, Value>;
+
+pub trait Host {
+    /// Fingerprints matching one DNS answer (an IP address or a CNAME).
+    fn match_dns(&self, answer: &str) -> Vec<FingerprintMatch>;
+    /// Fingerprints matching an HTTP response body (decoded from base64 if it was).
+    fn match_http_body(&self, body: &[u8]) -> Vec<FingerprintMatch>;
+    /// Fingerprints matching an HTTP response's headers, given as the measurement's
+    /// `response.headers` JSON object (names in any case; values strings or base64
+    /// `{"format": "base64", "data": …}` objects).
+    fn match_http_headers(&self, headers_json: &str) -> Vec<FingerprintMatch>;
+    /// A log line from the scorer (level 0 debug … 3 error).
+    fn log(&self, _level: i32, _message: &str) {}
+}
+
+/// A host with an empty fingerprint set, for scorers that do not use fingerprints
+/// and for tests.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoFingerprints;
+
+impl Host for NoFingerprints {
+    fn match_dns(&self, _answer: &str) -> Vec<FingerprintMatch> {
+        Vec::new()
+    }
+    fn match_http_body(&self, _body: &[u8]) -> Vec<FingerprintMatch> {
+        Vec::new()
+    }
+    fn match_http_headers(&self, _headers_json: &str) -> Vec<FingerprintMatch> {
+        Vec::new()
+    }
+}
