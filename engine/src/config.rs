@@ -55,6 +55,15 @@ pub struct Config {
     /// Longest a scored row waits for its batch to fill, in milliseconds.
     pub db_batch_wait_ms: u64,
     pub log_format: LogFormat,
+    /// Directory of scorer plugins (`*.wasm`, `*.wat`, `*.toml`), watched for changes;
+    /// they override the bundled ones. Empty: bundled plugins only.
+    pub plugins_dir: PathBuf,
+    /// Wall-clock limit of one WebAssembly scorer call, in milliseconds.
+    pub plugin_timeout_ms: u64,
+    /// Memory cap of one WebAssembly scorer instance, in MiB.
+    pub plugin_memory_mb: usize,
+    /// Bearer token for `/admin/*`; those routes are refused while it is empty.
+    pub admin_token: String,
 }
 
 impl Default for Config {
@@ -73,6 +82,10 @@ impl Default for Config {
             db_batch_rows: 500,
             db_batch_wait_ms: 20,
             log_format: LogFormat::Text,
+            plugins_dir: PathBuf::from("plugins"),
+            plugin_timeout_ms: 1000,
+            plugin_memory_mb: 256,
+            admin_token: String::new(),
         }
     }
 }
@@ -115,6 +128,10 @@ impl Config {
         env_parse("OONI_SPOOL_GROUP_COMMIT", &mut cfg.spool_group_commit)?;
         env_parse("OONI_DB_BATCH_ROWS", &mut cfg.db_batch_rows)?;
         env_parse("OONI_DB_BATCH_WAIT_MS", &mut cfg.db_batch_wait_ms)?;
+        env_parse("OONI_PLUGINS_DIR", &mut cfg.plugins_dir)?;
+        env_parse("OONI_PLUGIN_TIMEOUT_MS", &mut cfg.plugin_timeout_ms)?;
+        env_parse("OONI_PLUGIN_MEMORY_MB", &mut cfg.plugin_memory_mb)?;
+        env_parse("OONI_ADMIN_TOKEN", &mut cfg.admin_token)?;
         if let Ok(v) = std::env::var("OONI_LOG_FORMAT") {
             cfg.log_format = match v.as_str() {
                 "text" => LogFormat::Text,
@@ -148,6 +165,17 @@ impl Config {
 
     pub fn spool_dir(&self) -> PathBuf {
         self.data_dir.join("spool")
+    }
+
+    pub fn plugin_limits(&self) -> crate::scoring::wasm::Limits {
+        crate::scoring::wasm::Limits {
+            timeout: std::time::Duration::from_millis(self.plugin_timeout_ms.max(1)),
+            memory_bytes: self.plugin_memory_mb.max(1) * 1024 * 1024,
+        }
+    }
+
+    pub fn plugins_dir(&self) -> Option<PathBuf> {
+        (!self.plugins_dir.as_os_str().is_empty()).then(|| self.plugins_dir.clone())
     }
 
     pub fn scoring_workers(&self) -> usize {

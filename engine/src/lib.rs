@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod config;
+pub mod fingerprints;
 pub mod ingest;
 pub mod metrics;
 pub mod scoring;

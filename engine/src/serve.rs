@@ -5,7 +5,8 @@ use crate::api::{router, AppState};
 use crate::config::Config;
 use crate::ingest::spool::Spool;
 use crate::metrics::Metrics;
-use crate::scoring::registry::Registry;
+use crate::fingerprints::{FingerprintSet, Fingerprints};
+use crate::scoring::registry::{Registry, RegistryOptions};
 use crate::scoring::{Pipeline, PipelineConfig};
 use crate::store::Store;
 use anyhow::Context;
@@ -34,11 +35,25 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// The scorer plugins: bundled ones, overridden by the plugins directory.
+pub fn open_registry(cfg: &Config) -> anyhow::Result<Arc<Registry>> {
+    let dir = cfg.plugins_dir();
+    if let Some(d) = &dir {
+        std::fs::create_dir_all(d).with_context(|| format!("creating plugins directory {}", d.display()))?;
+    }
+    Registry::new(
+        RegistryOptions { dir, limits: cfg.plugin_limits(), bundled: true },
+        Fingerprints::new(FingerprintSet::empty()),
+    )
+}
+
 pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let store = open_store(&cfg).await?;
     let spool = Spool::open(&cfg.spool_dir(), cfg.spool_group_commit)
         .with_context(|| format!("opening the spool at {}", cfg.spool_dir().display()))?;
     let metrics = Arc::new(Metrics::default());
+    let registry = open_registry(&cfg)?;
+    let _watcher = registry.watch().context("watching the plugins directory")?;
     let (pipeline, tasks) = Pipeline::start(
         &PipelineConfig {
             workers: cfg.scoring_workers(),
@@ -47,7 +62,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
             batch_wait: Duration::from_millis(cfg.db_batch_wait_ms),
         },
         store.clone(),
-        Arc::new(Registry::default()),
+        registry.clone(),
         metrics.clone(),
     )?;
 
@@ -79,6 +94,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         pipeline: pipeline.clone(),
         store,
         metrics,
+        registry,
     };
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown_signal())

@@ -10,6 +10,7 @@ pub mod ids;
 pub mod measurement;
 pub mod pyparse;
 pub mod row;
+pub mod rules;
 pub mod scores;
 pub mod ujson;
 pub mod urlparse;

@@ -230,9 +230,13 @@ fn derive(body: &[u8], uid: &str, scorers: &dyn ScorerSelect) -> Result<Fastpath
     };
     let scorer = scorers.select(test_name);
     let ScorerInfo { name, version } = scorer.info();
-    let mut scores = scorer
-        .score(measurement)
-        .map_err(|e| fail(format!("scorer {name} {version}: {e}")))?;
+    // A scorer that cannot score this measurement fails it, but the row is kept.
+    let mut scores = scorer.score(measurement).unwrap_or_else(|e| {
+        let mut s = crate::scores::init_scores();
+        s.insert("accuracy".into(), Value::from(0.0));
+        s.insert("msg".into(), Value::from(format!("scorer error: {e}")));
+        s
+    });
     flag_wrong_date(msm, uid, &mut scores).map_err(|e| fail(e.0))?;
     let fl = flags(&scores).map_err(|e| fail(e.0))?;
 
@@ -488,6 +492,27 @@ mod tests {
             derive_row(b"{nope", UID, &DefaultScorer),
             Outcome::Dropped(_)
         ));
+    }
+
+    struct Failing;
+    impl Scorer for Failing {
+        fn info(&self) -> ScorerInfo {
+            ScorerInfo { name: "failing".into(), version: "1".into() }
+        }
+        fn score(&self, _m: &crate::Measurement<'_>) -> Result<crate::Scores, crate::ScoreError> {
+            Err(crate::ScoreError("boom".into()))
+        }
+    }
+
+    #[test]
+    fn a_failing_scorer_keeps_the_row_as_a_failure() {
+        let r = match derive_row(msm().to_string().as_bytes(), UID, &Failing) {
+            Outcome::Row(r) => r,
+            Outcome::Dropped(d) => panic!("{d:?}"),
+        };
+        assert!(r.msm_failure);
+        assert_eq!(r.scorer_name, "failing");
+        assert!(r.scores.contains(r#""accuracy":0.0,"msg":"scorer error: boom""#), "{}", r.scores);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The HTTP API: router assembly and the state handlers share.
 
+pub mod admin;
 pub mod error;
 pub mod ops;
 pub mod probe;
@@ -7,6 +8,7 @@ pub mod probe;
 use crate::config::Config;
 use crate::ingest::spool::Spool;
 use crate::metrics::Metrics;
+use crate::scoring::registry::Registry;
 use crate::scoring::Pipeline;
 use crate::store::Store;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -23,6 +25,7 @@ pub struct AppState {
     pub pipeline: Pipeline,
     pub store: Store,
     pub metrics: Arc<Metrics>,
+    pub registry: Arc<Registry>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -35,6 +38,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/test-helpers", get(probe::test_helpers))
         .route("/health", get(ops::health))
         .route("/metrics", get(ops::metrics))
+        .route("/admin/plugins", get(admin::plugins))
+        .route("/admin/reload", post(admin::reload))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Bodies are read by the handlers themselves with their own limit and a JSON

@@ -3,6 +3,7 @@
 //! whenever the in-memory queue overflowed).
 
 pub mod registry;
+pub mod wasm;
 
 use crate::ingest::spool::{verify_body, Spool};
 use crate::metrics::Metrics;
@@ -199,9 +200,12 @@ fn score_loop(
     registry: Arc<Registry>,
 ) {
     for job in rx {
-        let scored = match derive_row(&job.body, &job.uid, registry.as_ref()) {
+        // One generation of plugins and fingerprints for the whole measurement.
+        let plugins = registry.snapshot();
+        let fingerprints_version = registry.fingerprints().current().version;
+        let scored = match derive_row(&job.body, &job.uid, plugins.as_ref()) {
             Outcome::Row(mut row) => {
-                row.fingerprints_version = registry.fingerprints_version().to_owned();
+                row.fingerprints_version = fingerprints_version.to_string();
                 Scored::Row(row, job.acked_at)
             }
             Outcome::Dropped(d) => {
