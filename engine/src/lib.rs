@@ -2,6 +2,7 @@
 //! store serves. `main.rs` is only the command line over these modules.
 
 pub mod api;
+pub mod commands;
 pub mod config;
 pub mod fingerprints;
 pub mod ingest;

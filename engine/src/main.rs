@@ -18,6 +18,31 @@ enum Command {
     Serve(Common),
     /// Apply database migrations and exit.
     Migrate(Common),
+    /// Score measurement files (or JSON lines on stdin with `-`) and print one JSON
+    /// line each, without a server or a database.
+    Score {
+        /// Measurement files (bare or in a post envelope); `-` reads JSON lines from stdin.
+        #[arg(required = true)]
+        files: Vec<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Work with scorer plugins.
+    Plugins {
+        #[command(subcommand)]
+        command: PluginsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginsCommand {
+    /// Validate a plugin file (.wasm, .wat or .toml) and try it on a sample.
+    Check {
+        path: PathBuf,
+        /// A measurement to try the plugin on (default: a minimal one).
+        #[arg(long)]
+        sample: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -34,6 +59,9 @@ struct Common {
     /// sqlite://PATH or postgres://USER@HOST/DB.
     #[arg(long, env = "OONI_DATABASE_URL")]
     database_url: Option<String>,
+    /// Directory of scorer plugins, watched for changes.
+    #[arg(long, env = "OONI_PLUGINS_DIR")]
+    plugins_dir: Option<PathBuf>,
 }
 
 impl Common {
@@ -47,6 +75,9 @@ impl Common {
         }
         if let Some(u) = self.database_url {
             cfg.database_url = u;
+        }
+        if let Some(p) = self.plugins_dir {
+            cfg.plugins_dir = p;
         }
         Ok(cfg)
     }
@@ -69,6 +100,20 @@ fn main() -> anyhow::Result<()> {
     let (cfg, serve) = match cli.command {
         Command::Serve(c) => (c.config()?, true),
         Command::Migrate(c) => (c.config()?, false),
+        Command::Score { files, common } => {
+            let cfg = common.config()?;
+            init_logging(cfg.log_format);
+            let stdout = std::io::stdout();
+            return ooni_engine::commands::score(&files, cfg.plugins_dir(), cfg.plugin_limits(), &mut stdout.lock());
+        }
+        Command::Plugins { command: PluginsCommand::Check { path, sample } } => {
+            let cfg = Config::load(None)?;
+            let report = ooni_engine::commands::check_plugin(&path, sample.as_deref(), cfg.plugin_limits());
+            for l in &report.lines {
+                println!("{l}");
+            }
+            std::process::exit(if report.ok { 0 } else { 1 });
+        }
     };
     init_logging(cfg.log_format);
     let rt = tokio::runtime::Builder::new_multi_thread()

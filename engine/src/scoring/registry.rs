@@ -70,6 +70,13 @@ pub struct PluginSet {
 }
 
 impl PluginSet {
+    /// A set of just this plugin (for `plugins check`).
+    pub fn single(p: LoadedPlugin) -> PluginSet {
+        let p = Arc::new(p);
+        let by_test = p.test_names.iter().map(|t| (t.clone(), p.clone())).collect();
+        PluginSet { plugins: vec![p], by_test, default: DefaultScorer }
+    }
+
     pub fn plugin_for(&self, test_name: &str) -> Option<&Arc<LoadedPlugin>> {
         self.by_test.get(test_name)
     }

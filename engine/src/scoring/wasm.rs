@@ -257,13 +257,29 @@ impl WasmScorer {
 
     /// Scores one measurement's JSON text.
     pub fn call(&self, json: &str) -> Result<Scores, String> {
+        self.call_checked(json).map_err(|e| match e {
+            CallError::Declined(m) | CallError::Fault(m) => m,
+        })
+    }
+
+    /// Like `call`, telling a scorer that declined from one that misbehaved.
+    pub fn call_checked(&self, json: &str) -> Result<Scores, CallError> {
         let mut live = match self.idle.lock().ok().and_then(|mut v| v.pop()) {
             Some(l) => l,
-            None => self.instantiate(&self.info.name).map_err(|e| e.to_string())?,
+            None => self.instantiate(&self.info.name).map_err(|e| CallError::Fault(e.to_string()))?,
         };
         live.store.data_mut().fingerprints = self.fingerprints.current();
         live.store.set_epoch_deadline(self.deadline_ticks());
         let result = run(&mut live, json);
+        if let Err(RunError::Declined(_)) = &result {
+            // The module answered properly; it can serve the next call.
+            if let Ok(mut idle) = self.idle.lock() {
+                if idle.len() < MAX_IDLE {
+                    idle.push(live);
+                }
+            }
+            return result.map_err(RunError::into_call);
+        }
         if result.is_ok() {
             if let Ok(mut idle) = self.idle.lock() {
                 if idle.len() < MAX_IDLE {
@@ -271,7 +287,7 @@ impl WasmScorer {
                 }
             }
         }
-        result
+        result.map_err(RunError::into_call)
     }
 }
 
@@ -281,11 +297,40 @@ fn live_func<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(live: &mut Live,
         .map_err(|e| LoadError::Export(format!("{name}: {e:#}")))
 }
 
-fn run(live: &mut Live, json: &str) -> Result<Scores, String> {
-    let len = i32::try_from(json.len()).map_err(|_| "measurement too large for a 32-bit module".to_owned())?;
+/// Why a call gave no scores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// The scorer answered `{"error": …}`: it cannot score this measurement.
+    Declined(String),
+    /// A trap, a timeout, memory exhaustion or a malformed answer.
+    Fault(String),
+}
+
+enum RunError {
+    Declined(String),
+    Fault(String),
+}
+
+impl RunError {
+    fn into_call(self) -> CallError {
+        match self {
+            RunError::Declined(m) => CallError::Declined(m),
+            RunError::Fault(m) => CallError::Fault(m),
+        }
+    }
+}
+
+impl From<String> for RunError {
+    fn from(s: String) -> Self {
+        RunError::Fault(s)
+    }
+}
+
+fn run(live: &mut Live, json: &str) -> Result<Scores, RunError> {
+    let len = i32::try_from(json.len()).map_err(|_| RunError::Fault("measurement too large for a 32-bit module".into()))?;
     let ptr = live.alloc.call(&mut live.store, len).map_err(|e| format!("ooni_alloc trapped: {e:#}"))?;
     if ptr == 0 && len > 0 {
-        return Err("ooni_alloc could not allocate the measurement".into());
+        return Err(RunError::Fault("ooni_alloc could not allocate the measurement".into()));
     }
     live.memory
         .write(&mut live.store, ptr as u32 as usize, json.as_bytes())
@@ -293,17 +338,17 @@ fn run(live: &mut Live, json: &str) -> Result<Scores, String> {
     let packed = live.score.call(&mut live.store, (ptr, len)).map_err(describe_trap)?;
     let (optr, olen) = unpack(packed);
     if olen > MAX_ANSWER {
-        return Err(format!("answer of {olen} bytes exceeds the {MAX_ANSWER}-byte limit"));
+        return Err(RunError::Fault(format!("answer of {olen} bytes exceeds the {MAX_ANSWER}-byte limit")));
     }
     let bytes = read_guest(&live.memory, &live.store, optr, olen)?;
-    let answer: Value = serde_json::from_slice(&bytes).map_err(|e| format!("answer is not JSON: {e}"))?;
+    let answer: Value = serde_json::from_slice(&bytes).map_err(|e| RunError::Fault(format!("answer is not JSON: {e}")))?;
     match answer {
         Value::Object(mut m) => match (m.remove("scores"), m.remove("error")) {
             (Some(Value::Object(s)), None) => Ok(s),
-            (None, Some(Value::String(e))) => Err(e),
-            _ => Err("answer must be {\"scores\": {…}} or {\"error\": \"…\"}".into()),
+            (None, Some(Value::String(e))) => Err(RunError::Declined(e)),
+            _ => Err(RunError::Fault("answer must be {\"scores\": {…}} or {\"error\": \"…\"}".into())),
         },
-        _ => Err("answer is not a JSON object".into()),
+        _ => Err(RunError::Fault("answer is not a JSON object".into())),
     }
 }
 

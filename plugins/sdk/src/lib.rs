@@ -11,6 +11,7 @@
 pub mod b64;
 pub mod getters;
 pub mod host;
+pub mod matching;
 pub mod scores;
 #[doc(hidden)]
 pub mod wasm;
@@ -18,7 +19,7 @@ pub mod wasm;
 pub use getters::{g, g_or, truthy};
 pub use host::{FingerprintMatch, Host, NoFingerprints};
 pub use scores::{detect_unknown_failure, extract_tcp_connect, init_scores, test_keys, Scores};
-pub use serde_json::{json, Map, Value};
+pub use serde_json::{from_str as json_from_str, json, Map, Value};
 
 /// The version of the plugin ABI this SDK speaks.
 pub const ABI_VERSION: i32 = 1;

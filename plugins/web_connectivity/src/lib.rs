@@ -2,23 +2,10 @@
 //! probe's own `blocking` verdict, confirmed or completed by blocking fingerprints.
 
 use ooni_scorer_sdk::getters::{g_or, iter_items, kind, py_eq};
-use ooni_scorer_sdk::{b64, detect_unknown_failure, init_scores, test_keys, FingerprintMatch, Host, Info, Scorer, Scores, Value};
+use ooni_scorer_sdk::matching::{match_response, record_matches, MatchError};
+use ooni_scorer_sdk::{detect_unknown_failure, init_scores, test_keys, FingerprintMatch, Host, Info, Scorer, Scores, Value};
 
 pub struct WebConnectivity;
-
-/// Why fingerprint matching stopped.
-enum MatchError {
-    /// Python's `binascii.Error`: the measurement is scored with no matches and failed.
-    Base64,
-    /// Anything else OONI does not catch.
-    Other(String),
-}
-
-impl From<String> for MatchError {
-    fn from(e: String) -> Self {
-        MatchError::Other(e)
-    }
-}
 
 fn as_object<'a>(v: &'a Value, what: &str) -> Result<&'a ooni_scorer_sdk::Map<String, Value>, String> {
     v.as_object().ok_or_else(|| format!("{what} is a {}, not an object", kind(v)))
@@ -49,57 +36,12 @@ fn match_fingerprints(msm: &Value, host: &dyn Host) -> Result<Vec<FingerprintMat
     }
     let requests = g_or(tk, "requests").map_err(|e| e.to_string())?;
     for req in iter_items(requests, "requests")? {
-        let resp = match as_object(req, "request")?.get("response") {
+        match as_object(req, "request")?.get("response") {
             None | Some(Value::Null) => continue,
-            Some(r) => as_object(r, "response")?,
-        };
-        match resp.get("body") {
-            None | Some(Value::Null) => {}
-            Some(Value::Object(body)) => {
-                if body.contains_key("data") && body.get("format").and_then(Value::as_str) == Some("base64") {
-                    let data = match &body["data"] {
-                        Value::String(s) => s,
-                        other => return Err(MatchError::Other(format!("body data is a {}", kind(other)))),
-                    };
-                    let bytes = b64::decode(data).map_err(|_| MatchError::Base64)?;
-                    matches.extend(host.match_http_body(&bytes));
-                }
-                // any other dict body: OONI logs a probe bug and skips the body
-            }
-            Some(Value::String(s)) => matches.extend(host.match_http_body(s.as_bytes())),
-            Some(other) => return Err(MatchError::Other(format!("body is a {}", kind(other)))),
-        }
-        match resp.get("headers") {
-            Some(Value::Object(h)) if !h.is_empty() => {
-                let json = Value::Object(h.clone()).to_string();
-                matches.extend(host.match_http_headers(&json));
-            }
-            Some(v) if ooni_scorer_sdk::truthy(v) => {
-                return Err(MatchError::Other(format!("headers is a {}", kind(v))))
-            }
-            _ => {}
+            Some(resp) => match_response(resp, host, &mut matches)?,
         }
     }
     Ok(matches)
-}
-
-/// `FINGERPRINT_SCOPE_TO_LOCALITY`.
-fn locality(scope: &str) -> &'static str {
-    match scope {
-        "inst" => "local",
-        "isp" => "isp",
-        "nat" => "country",
-        _ => "general",
-    }
-}
-
-fn is_confirmed(probe_cc: &str, fp: &FingerprintMatch) -> bool {
-    let in_countries = fp
-        .get("expected_countries")
-        .and_then(Value::as_array)
-        .is_some_and(|cs| cs.iter().any(|c| c.as_str() == Some(probe_cc)));
-    (probe_cc != "ZZ" && in_countries)
-        || matches!(fp.get("scope").and_then(Value::as_str), Some("isp" | "nat"))
 }
 
 fn add(scores: &mut Scores, key: &str, v: f64) {
@@ -116,24 +58,7 @@ fn score_with(msm: &Value, matches: &[FingerprintMatch]) -> Result<Scores, Strin
     let mut scores = init_scores();
     let tk = test_keys(msm)?;
     let tk = as_object(&tk, "test_keys")?;
-    if !matches.is_empty() {
-        scores.insert(
-            "fingerprints".into(),
-            Value::Array(matches.iter().cloned().map(Value::Object).collect()),
-        );
-    }
-    let probe_cc = match g_or(msm, "probe_cc").map_err(|e| e.to_string())? {
-        None => "ZZ".to_owned(),
-        Some(Value::String(s)) => s.to_uppercase(),
-        Some(v) => return Err(format!("probe_cc is a {}", kind(v))),
-    };
-    for fp in matches {
-        if is_confirmed(&probe_cc, fp) {
-            let scope = fp.get("scope").and_then(Value::as_str).unwrap_or("");
-            scores.insert(format!("blocking_{}", locality(scope)), Value::from(1.0));
-            scores.insert("confirmed".into(), Value::Bool(true));
-        }
-    }
+    record_matches(msm, matches, &mut scores)?;
     // title_match must be true, false or null (Python `in` compares with ==).
     let title_ok = match tk.get("title_match") {
         None | Some(Value::Null) | Some(Value::Bool(_)) => true,
@@ -187,7 +112,7 @@ impl Scorer for WebConnectivity {
     fn score(msm: &Value, host: &dyn Host) -> Result<Scores, String> {
         match match_fingerprints(msm, host) {
             Ok(matches) => score_with(msm, &matches),
-            Err(MatchError::Base64) => {
+            Err(MatchError::Base64(_)) => {
                 let mut scores = score_with(msm, &[])?;
                 scores.insert("accuracy".into(), Value::from(0.0));
                 Ok(scores)

@@ -1,0 +1,67 @@
+//! `http_invalid_request_line` as OONI fastpath 0.92 scores it (spec/fastpath.md
+//! §2.10): any request line echoed back differently is tampering.
+
+use ooni_scorer_sdk::getters::kind;
+use ooni_scorer_sdk::{init_scores, test_keys, Host, Info, Scorer, Scores, Value};
+
+pub struct HttpInvalidRequestLine;
+
+/// What Python iterates (and counts) in `sent` / `received`.
+fn items(v: Option<&Value>, what: &str) -> Result<Vec<Value>, String> {
+    Ok(match v {
+        None => Vec::new(),
+        Some(Value::Array(a)) => a.clone(),
+        Some(Value::String(s)) => s.chars().map(|c| Value::String(c.to_string())).collect(),
+        Some(Value::Object(o)) => o.keys().map(|k| Value::String(k.clone())).collect(),
+        Some(other) => return Err(format!("{what} is a {}", kind(other))),
+    })
+}
+
+impl Scorer for HttpInvalidRequestLine {
+    const INFO: Info = Info {
+        name: "http_invalid_request_line",
+        version: "0.92.0",
+        test_names: &["http_invalid_request_line"],
+    };
+
+    fn score(msm: &Value, _host: &dyn Host) -> Result<Scores, String> {
+        let tk = test_keys(msm)?;
+        let tko = tk.as_object().ok_or_else(|| format!("test_keys is a {}", kind(&tk)))?;
+        if msm.get("report_id").is_none() {
+            return Err("missing report_id".into());
+        }
+        let mut scores = init_scores();
+        let sent = items(tko.get("sent"), "sent")?;
+        let received = items(tko.get("received"), "received")?;
+        if sent.is_empty() && received.is_empty() {
+            scores.insert("accuracy".into(), Value::from(0.0));
+            return Ok(scores);
+        }
+        // zip(): the shorter list decides how many pairs are compared.
+        if sent.iter().zip(&received).any(|(s, r)| !ooni_scorer_sdk::getters::py_eq(s, r)) {
+            scores.insert("blocking_general".into(), Value::from(1.0));
+        }
+        Ok(scores)
+    }
+}
+
+ooni_scorer_sdk::export_scorer!(HttpInvalidRequestLine);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ooni_scorer_sdk::{json, NoFingerprints};
+
+    fn score(tk: Value) -> Result<Scores, String> {
+        HttpInvalidRequestLine::score(&json!({"report_id": "r", "test_keys": tk}), &NoFingerprints)
+    }
+
+    #[test]
+    fn tampering_is_a_changed_echo() {
+        assert_eq!(score(json!({"sent": ["a", "b"], "received": ["a", "c"]})).unwrap()["blocking_general"], json!(1.0));
+        assert_eq!(score(json!({"sent": ["a"], "received": ["a", "x"]})).unwrap(), init_scores());
+        assert_eq!(score(json!({"sent": ["a"], "received": []})).unwrap(), init_scores(), "zip stops at the shorter");
+        assert_eq!(score(json!({})).unwrap()["accuracy"], json!(0.0));
+        assert!(score(json!({"sent": null})).is_err());
+    }
+}

@@ -1,0 +1,95 @@
+//! The scorer side of fingerprint matching, shared by `web_connectivity` and
+//! `http_requests`: which parts of a response are looked up, and how matches confirm
+//! blocking (spec/fastpath.md §4.2, §4.5).
+
+use crate::getters::kind;
+use crate::host::{FingerprintMatch, Host};
+use crate::scores::Scores;
+use crate::{b64, Value};
+
+/// Why matching a response stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MatchError {
+    /// Python's `binascii.Error` from a base64 body.
+    Base64(String),
+    /// Anything else OONI does not catch.
+    Other(String),
+}
+
+impl From<String> for MatchError {
+    fn from(e: String) -> Self {
+        MatchError::Other(e)
+    }
+}
+
+/// Looks one HTTP response up: its body (base64 bodies decoded first; any other
+/// object body skipped), then its headers.
+pub fn match_response(resp: &Value, host: &dyn Host, matches: &mut Vec<FingerprintMatch>) -> Result<(), MatchError> {
+    let resp = resp
+        .as_object()
+        .ok_or_else(|| MatchError::Other(format!("response is a {}", kind(resp))))?;
+    match resp.get("body") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(body)) => {
+            if body.contains_key("data") && body.get("format").and_then(Value::as_str) == Some("base64") {
+                let data = match &body["data"] {
+                    Value::String(s) => s,
+                    other => return Err(MatchError::Other(format!("body data is a {}", kind(other)))),
+                };
+                let bytes = b64::decode(data).map_err(MatchError::Base64)?;
+                matches.extend(host.match_http_body(&bytes));
+            }
+        }
+        Some(Value::String(s)) => matches.extend(host.match_http_body(s.as_bytes())),
+        Some(other) => return Err(MatchError::Other(format!("body is a {}", kind(other)))),
+    }
+    match resp.get("headers") {
+        Some(Value::Object(h)) if !h.is_empty() => {
+            let json = Value::Object(h.clone()).to_string();
+            matches.extend(host.match_http_headers(&json));
+        }
+        Some(v) if crate::truthy(v) => return Err(MatchError::Other(format!("headers is a {}", kind(v)))),
+        _ => {}
+    }
+    Ok(())
+}
+
+/// `FINGERPRINT_SCOPE_TO_LOCALITY`.
+pub fn locality(scope: &str) -> &'static str {
+    match scope {
+        "inst" => "local",
+        "isp" => "isp",
+        "nat" => "country",
+        _ => "general",
+    }
+}
+
+/// `is_confirmed`: the probe's country is expected, or the scope is isp or nat.
+pub fn is_confirmed(probe_cc: &str, fp: &FingerprintMatch) -> bool {
+    let in_countries = fp
+        .get("expected_countries")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| cs.iter().any(|c| c.as_str() == Some(probe_cc)));
+    (probe_cc != "ZZ" && in_countries) || matches!(fp.get("scope").and_then(Value::as_str), Some("isp" | "nat"))
+}
+
+/// Records the matches in `scores.fingerprints` and sets `blocking_<locality>` and
+/// `confirmed` for each confirming one.
+pub fn record_matches(msm: &Value, matches: &[FingerprintMatch], scores: &mut Scores) -> Result<(), String> {
+    if !matches.is_empty() {
+        scores.insert("fingerprints".into(), Value::Array(matches.iter().cloned().map(Value::Object).collect()));
+    }
+    let probe_cc = match crate::g_or(msm, "probe_cc").map_err(|e| e.to_string())? {
+        None => "ZZ".to_owned(),
+        Some(Value::String(s)) => s.to_uppercase(),
+        Some(v) => return Err(format!("probe_cc is a {}", kind(v))),
+    };
+    for fp in matches {
+        if is_confirmed(&probe_cc, fp) {
+            let scope = fp.get("scope").and_then(Value::as_str).unwrap_or("");
+            scores.insert(format!("blocking_{}", locality(scope)), Value::from(1.0));
+            scores.insert("confirmed".into(), Value::Bool(true));
+        }
+    }
+    Ok(())
+}
