@@ -18,9 +18,15 @@ fn main() {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
     files.sort();
-    for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "toml")) {
+    for f in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "toml"))
+    {
         let name = f.file_name().and_then(|n| n.to_str()).expect("file name");
-        entries.push(format!("    (\"{name}\", include_bytes!({:?})),", f.canonicalize().expect("path")));
+        entries.push(format!(
+            "    (\"{name}\", include_bytes!({:?})),",
+            f.canonicalize().expect("path")
+        ));
     }
 
     let crates: Vec<(String, PathBuf)> = files
@@ -40,7 +46,10 @@ fn main() {
 
     if std::env::var_os("OONI_SKIP_WASM_BUILD").is_none() && !crates.is_empty() {
         // One wasm target directory for every profile of the engine: <target>/plugins-wasm.
-        let target_dir = out.ancestors().nth(4).map_or_else(|| out.join("wasm"), |t| t.join("plugins-wasm"));
+        let target_dir = out
+            .ancestors()
+            .nth(4)
+            .map_or_else(|| out.join("wasm"), |t| t.join("plugins-wasm"));
         build_wasm(&crates, &target_dir);
         for (name, _) in &crates {
             let file = format!("{}.wasm", name.replace('-', "_"));
@@ -58,19 +67,34 @@ fn main() {
 fn build_wasm(crates: &[(String, PathBuf)], target_dir: &Path) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--target", "wasm32-unknown-unknown", "--profile", "wasm", "--target-dir"])
-        .arg(target_dir)
-        .current_dir(std::env::var("CARGO_MANIFEST_DIR").expect("manifest dir"));
+    cmd.args([
+        "build",
+        "--target",
+        "wasm32-unknown-unknown",
+        "--profile",
+        "wasm",
+        "--target-dir",
+    ])
+    .arg(target_dir)
+    .current_dir(std::env::var("CARGO_MANIFEST_DIR").expect("manifest dir"));
     for (name, _) in crates {
         cmd.args(["-p", name]);
     }
     // Flags meant for the host build must not leak into the wasm build.
-    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR", "RUSTC_WORKSPACE_WRAPPER"] {
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "RUSTC_WORKSPACE_WRAPPER",
+    ] {
         cmd.env_remove(var);
     }
     // Build-script stdout is read by cargo as directives; send cargo's chatter to stderr.
     cmd.stdout(std::process::Stdio::from(std::io::stderr()));
-    let status = cmd.status().expect("running cargo to build the wasm scorer plugins");
+    let status = cmd
+        .status()
+        .expect("running cargo to build the wasm scorer plugins");
     if !status.success() {
         panic!(
             "building the scorer plugins for wasm32 failed ({status}). Is the target installed? \

@@ -7,7 +7,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn constant_wat() -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/plugins/constant.wat")).unwrap()
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/plugins/constant.wat"),
+    )
+    .unwrap()
 }
 
 /// The reference module with its `ooni_score` body (and optionally its ABI version)
@@ -17,15 +20,27 @@ fn variant(score_body: &str, abi: i32) -> String {
     let start = wat.find("  (func (export \"ooni_score\")").unwrap();
     let mut out = wat[..start].to_owned();
     out.push_str(&format!("  (func (export \"ooni_score\") (param $ptr i32) (param $len i32) (result i64)\n    {score_body})\n)\n"));
-    out.replace("(func (export \"ooni_abi_version\") (result i32)\n    (i32.const 1))", &format!("(func (export \"ooni_abi_version\") (result i32)\n    (i32.const {abi}))"))
+    out.replace(
+        "(func (export \"ooni_abi_version\") (result i32)\n    (i32.const 1))",
+        &format!("(func (export \"ooni_abi_version\") (result i32)\n    (i32.const {abi}))"),
+    )
 }
 
 fn limits() -> Limits {
-    Limits { timeout: Duration::from_millis(200), memory_bytes: 32 * 1024 * 1024 }
+    Limits {
+        timeout: Duration::from_millis(200),
+        memory_bytes: 32 * 1024 * 1024,
+    }
 }
 
 fn load(rt: &WasmRuntime, wat: &str) -> Result<WasmScorer, String> {
-    WasmScorer::load(rt, wat.as_bytes(), limits(), Fingerprints::new(FingerprintSet::empty())).map_err(|e| e.to_string())
+    WasmScorer::load(
+        rt,
+        wat.as_bytes(),
+        limits(),
+        Fingerprints::new(FingerprintSet::empty()),
+    )
+    .map_err(|e| e.to_string())
 }
 
 const MSM: &str = r#"{"test_name":"constant_test","test_keys":{}}"#;
@@ -49,12 +64,32 @@ fn each_misbehaviour_fails_only_its_call() {
     let rt = WasmRuntime::new().unwrap();
     let good = load(&rt, &constant_wat()).unwrap();
     let cases: [(&str, &str, &str); 6] = [
-        ("loops forever", "(loop $l (br $l)) (i64.const 0)", "timed out"),
-        ("allocates without bound", "(loop $l (br_if $l (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable", "trapped"),
+        (
+            "loops forever",
+            "(loop $l (br $l)) (i64.const 0)",
+            "timed out",
+        ),
+        (
+            "allocates without bound",
+            "(loop $l (br_if $l (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable",
+            "trapped",
+        ),
         ("traps", "unreachable", "trapped"),
-        ("answers garbage", "(i64.or (i64.shl (i64.const 20) (i64.const 32)) (i64.const 10))", "not JSON"),
-        ("answers too much", "(i64.or (i64.shl (i64.const 0) (i64.const 32)) (i64.const 8388608))", "exceeds"),
-        ("answers outside its memory", "(i64.or (i64.shl (i64.const 4000000000) (i64.const 32)) (i64.const 100))", "outside"),
+        (
+            "answers garbage",
+            "(i64.or (i64.shl (i64.const 20) (i64.const 32)) (i64.const 10))",
+            "not JSON",
+        ),
+        (
+            "answers too much",
+            "(i64.or (i64.shl (i64.const 0) (i64.const 32)) (i64.const 8388608))",
+            "exceeds",
+        ),
+        (
+            "answers outside its memory",
+            "(i64.or (i64.shl (i64.const 4000000000) (i64.const 32)) (i64.const 100))",
+            "outside",
+        ),
     ];
     for (what, body, reason) in cases {
         let bad = load(&rt, &variant(body, 1)).unwrap_or_else(|e| panic!("{what}: {e}"));
@@ -66,9 +101,17 @@ fn each_misbehaviour_fails_only_its_call() {
             }
         }
         // The limit is enforced: three calls in well under three seconds.
-        assert!(t.elapsed() < Duration::from_secs(3), "{what}: {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "{what}: {:?}",
+            t.elapsed()
+        );
         // Good calls are unaffected, before and after.
-        assert_eq!(good.call_checked(MSM).unwrap()["scored_by"], "wat", "{what}");
+        assert_eq!(
+            good.call_checked(MSM).unwrap()["scored_by"],
+            "wat",
+            "{what}"
+        );
     }
 }
 
@@ -78,7 +121,10 @@ fn a_declining_scorer_is_not_a_fault() {
     let wat = variant("(i64.or (i64.shl (i64.const 512) (i64.const 32)) (i64.const 18))", 1)
         .replace("(memory (export \"memory\") 1)", "(memory (export \"memory\") 1)\n  (data (i32.const 512) \"{\\\"error\\\":\\\"no way\\\"}\")");
     let s = load(&rt, &wat).unwrap();
-    assert_eq!(s.call_checked(MSM), Err(CallError::Declined("no way".into())));
+    assert_eq!(
+        s.call_checked(MSM),
+        Err(CallError::Declined("no way".into()))
+    );
 }
 
 #[test]
@@ -92,7 +138,10 @@ fn modules_that_do_not_fit_the_abi_are_refused_with_a_reason() {
     assert!(e.contains("wasi_snapshot_preview1.fd_write"), "{e}");
     let e = load(&rt, "not wasm at all").err().unwrap();
     assert!(e.contains("not a valid WebAssembly module"), "{e}");
-    let no_names = constant_wat().replace("\\\"test_names\\\":[\\\"constant_test\\\"]", "\\\"test_names\\\":[               ]");
+    let no_names = constant_wat().replace(
+        "\\\"test_names\\\":[\\\"constant_test\\\"]",
+        "\\\"test_names\\\":[               ]",
+    );
     let e = load(&rt, &no_names).err().unwrap();
     assert!(e.contains("test_names"), "{e}");
 }

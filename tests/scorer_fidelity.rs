@@ -27,7 +27,11 @@ const NEEDS_FINGERPRINTS: [&str; 4] = [
 fn corpus_scores_equal_the_reference() {
     let plugins_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
     let registry = Registry::new(
-        RegistryOptions { dir: Some(plugins_dir), limits: Limits::default(), bundled: true },
+        RegistryOptions {
+            dir: Some(plugins_dir),
+            limits: Limits::default(),
+            bundled: true,
+        },
         Fingerprints::new(FingerprintSet::empty()),
     )
     .unwrap();
@@ -51,9 +55,14 @@ fn corpus_scores_equal_the_reference() {
         compared += 1;
         let got: Value = serde_json::from_str(&row.scores).unwrap();
         let want = &expected["scores"];
-        let same_order = got.as_object().map(|o| o.keys().collect::<Vec<_>>()) == want.as_object().map(|o| o.keys().collect::<Vec<_>>());
+        let same_order = got.as_object().map(|o| o.keys().collect::<Vec<_>>())
+            == want.as_object().map(|o| o.keys().collect::<Vec<_>>());
         let flags_equal = (row.anomaly, row.confirmed, row.msm_failure)
-            == (expected["anomaly"].as_bool().unwrap(), expected["confirmed"].as_bool().unwrap(), expected["msm_failure"].as_bool().unwrap());
+            == (
+                expected["anomaly"].as_bool().unwrap(),
+                expected["confirmed"].as_bool().unwrap(),
+                expected["msm_failure"].as_bool().unwrap(),
+            );
         let equal = &got == want && same_order && flags_equal;
         if Some(row.scores.as_str()) == expected["scores_ujson"].as_str() {
             byte_equal += 1;
@@ -65,13 +74,22 @@ fn corpus_scores_equal_the_reference() {
         } else {
             mismatches.push(rel.clone());
             if !NEEDS_FINGERPRINTS.contains(&rel.as_str()) {
-                eprintln!("{rel} (scorer {}):\n  got  {}\n  want {}", row.scorer_name, row.scores, expected["scores_ujson"]);
+                eprintln!(
+                    "{rel} (scorer {}):\n  got  {}\n  want {}",
+                    row.scorer_name, row.scores, expected["scores_ujson"]
+                );
             }
         }
     }
     for (t, (n, ok)) in &per_test {
         eprintln!("{t:32} {ok}/{n}");
     }
-    eprintln!("{compared} rows compared; {} equal; {byte_equal} byte-equal", compared - mismatches.len());
-    assert_eq!(mismatches, NEEDS_FINGERPRINTS, "measurements whose scores differ from the reference");
+    eprintln!(
+        "{compared} rows compared; {} equal; {byte_equal} byte-equal",
+        compared - mismatches.len()
+    );
+    assert_eq!(
+        mismatches, NEEDS_FINGERPRINTS,
+        "measurements whose scores differ from the reference"
+    );
 }

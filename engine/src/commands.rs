@@ -33,9 +33,18 @@ pub fn score_one(set: &PluginSet, source: &str, body: &[u8]) -> Value {
 }
 
 /// `ooni-engine score FILE… | -`: one JSON line per measurement on `out`.
-pub fn score(files: &[String], plugins_dir: Option<PathBuf>, limits: Limits, out: &mut dyn Write) -> anyhow::Result<()> {
+pub fn score(
+    files: &[String],
+    plugins_dir: Option<PathBuf>,
+    limits: Limits,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let registry = Registry::new(
-        RegistryOptions { dir: plugins_dir, limits, bundled: true },
+        RegistryOptions {
+            dir: plugins_dir,
+            limits,
+            bundled: true,
+        },
         Fingerprints::new(FingerprintSet::empty()),
     )?;
     for r in registry.refused() {
@@ -50,7 +59,11 @@ pub fn score(files: &[String], plugins_dir: Option<PathBuf>, limits: Limits, out
                 if line.trim().is_empty() {
                     continue;
                 }
-                writeln!(out, "{}", score_one(&set, &format!("stdin:{}", i + 1), line.as_bytes()))?;
+                writeln!(
+                    out,
+                    "{}",
+                    score_one(&set, &format!("stdin:{}", i + 1), line.as_bytes())
+                )?;
             }
         } else {
             let body = std::fs::read(f).map_err(|e| anyhow::anyhow!("{f}: {e}"))?;
@@ -87,20 +100,41 @@ pub fn check_plugin(path: &Path, sample: Option<&Path>, limits: Limits) -> Check
     let mut lines = Vec::new();
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
-        Err(e) => return CheckReport { lines: vec![format!("error: cannot read {}: {e}", path.display())], ok: false },
+        Err(e) => {
+            return CheckReport {
+                lines: vec![format!("error: cannot read {}: {e}", path.display())],
+                ok: false,
+            }
+        }
     };
     let source = path.display().to_string();
     let fps = Fingerprints::new(FingerprintSet::empty());
     let rt = match WasmRuntime::new() {
         Ok(rt) => rt,
-        Err(e) => return CheckReport { lines: vec![format!("error: {e}")], ok: false },
+        Err(e) => {
+            return CheckReport {
+                lines: vec![format!("error: {e}")],
+                ok: false,
+            }
+        }
     };
     let plugin = match load_plugin(&rt, limits, &fps, &source, &bytes) {
         Ok(p) => p,
-        Err(e) => return CheckReport { lines: vec![format!("error: {source}: {e}")], ok: false },
+        Err(e) => {
+            return CheckReport {
+                lines: vec![format!("error: {source}: {e}")],
+                ok: false,
+            }
+        }
     };
-    lines.push(format!("ok: {} plugin {} {} (ABI 1)", plugin.kind, plugin.info.name, plugin.info.version));
-    lines.push(format!("ok: scores test names: {}", plugin.test_names.join(", ")));
+    lines.push(format!(
+        "ok: {} plugin {} {} (ABI 1)",
+        plugin.kind, plugin.info.name, plugin.info.version
+    ));
+    lines.push(format!(
+        "ok: scores test names: {}",
+        plugin.test_names.join(", ")
+    ));
     let sample_json = match sample {
         Some(p) => match std::fs::read_to_string(p) {
             Ok(s) => s,
@@ -119,8 +153,13 @@ pub fn check_plugin(path: &Path, sample: Option<&Path>, limits: Limits) -> Check
                 let body: Value = serde_json::from_str(&sample_json).unwrap_or(Value::Null);
                 let content = body.get("content").cloned().unwrap_or(body);
                 match w.call_checked(&content.to_string()) {
-                    Ok(s) => lines.push(format!("ok: trial run scored the sample: {}", Value::Object(s))),
-                    Err(CallError::Declined(m)) => lines.push(format!("warning: trial run: the scorer declined the sample: {m}")),
+                    Ok(s) => lines.push(format!(
+                        "ok: trial run scored the sample: {}",
+                        Value::Object(s)
+                    )),
+                    Err(CallError::Declined(m)) => lines.push(format!(
+                        "warning: trial run: the scorer declined the sample: {m}"
+                    )),
                     Err(CallError::Fault(m)) => {
                         ok = false;
                         lines.push(format!("error: trial run: {m}"));
@@ -136,11 +175,18 @@ pub fn check_plugin(path: &Path, sample: Option<&Path>, limits: Limits) -> Check
         let set = PluginSet::single(plugin);
         let line = score_one(&set, "sample", sample_json.as_bytes());
         match line.get("scores") {
-            Some(s) if line["scores"]["msg"].as_str().is_some_and(|m| m.starts_with("scorer error:")) => {
+            Some(s)
+                if line["scores"]["msg"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("scorer error:")) =>
+            {
                 lines.push(format!("warning: trial run: {}", s["msg"]));
             }
             Some(s) => lines.push(format!("ok: trial run scored the sample: {s}")),
-            None => lines.push(format!("warning: trial run gave no row: {}", line["dropped"])),
+            None => lines.push(format!(
+                "warning: trial run gave no row: {}",
+                line["dropped"]
+            )),
         }
     }
     CheckReport { lines, ok }

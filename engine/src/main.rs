@@ -104,11 +104,19 @@ fn main() -> anyhow::Result<()> {
             let cfg = common.config()?;
             init_logging(cfg.log_format);
             let stdout = std::io::stdout();
-            return ooni_engine::commands::score(&files, cfg.plugins_dir(), cfg.plugin_limits(), &mut stdout.lock());
+            return ooni_engine::commands::score(
+                &files,
+                cfg.plugins_dir(),
+                cfg.plugin_limits(),
+                &mut stdout.lock(),
+            );
         }
-        Command::Plugins { command: PluginsCommand::Check { path, sample } } => {
+        Command::Plugins {
+            command: PluginsCommand::Check { path, sample },
+        } => {
             let cfg = Config::load(None)?;
-            let report = ooni_engine::commands::check_plugin(&path, sample.as_deref(), cfg.plugin_limits());
+            let report =
+                ooni_engine::commands::check_plugin(&path, sample.as_deref(), cfg.plugin_limits());
             for l in &report.lines {
                 println!("{l}");
             }

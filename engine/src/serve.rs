@@ -3,9 +3,9 @@
 
 use crate::api::{router, AppState};
 use crate::config::Config;
+use crate::fingerprints::{FingerprintSet, Fingerprints};
 use crate::ingest::spool::Spool;
 use crate::metrics::Metrics;
-use crate::fingerprints::{FingerprintSet, Fingerprints};
 use crate::scoring::registry::{Registry, RegistryOptions};
 use crate::scoring::{Pipeline, PipelineConfig};
 use crate::store::Store;
@@ -39,10 +39,15 @@ fn redact(url: &str) -> String {
 pub fn open_registry(cfg: &Config) -> anyhow::Result<Arc<Registry>> {
     let dir = cfg.plugins_dir();
     if let Some(d) = &dir {
-        std::fs::create_dir_all(d).with_context(|| format!("creating plugins directory {}", d.display()))?;
+        std::fs::create_dir_all(d)
+            .with_context(|| format!("creating plugins directory {}", d.display()))?;
     }
     Registry::new(
-        RegistryOptions { dir, limits: cfg.plugin_limits(), bundled: true },
+        RegistryOptions {
+            dir,
+            limits: cfg.plugin_limits(),
+            bundled: true,
+        },
         Fingerprints::new(FingerprintSet::empty()),
     )
 }

@@ -497,7 +497,10 @@ mod tests {
     struct Failing;
     impl Scorer for Failing {
         fn info(&self) -> ScorerInfo {
-            ScorerInfo { name: "failing".into(), version: "1".into() }
+            ScorerInfo {
+                name: "failing".into(),
+                version: "1".into(),
+            }
         }
         fn score(&self, _m: &crate::Measurement<'_>) -> Result<crate::Scores, crate::ScoreError> {
             Err(crate::ScoreError("boom".into()))
@@ -512,7 +515,12 @@ mod tests {
         };
         assert!(r.msm_failure);
         assert_eq!(r.scorer_name, "failing");
-        assert!(r.scores.contains(r#""accuracy":0.0,"msg":"scorer error: boom""#), "{}", r.scores);
+        assert!(
+            r.scores
+                .contains(r#""accuracy":0.0,"msg":"scorer error: boom""#),
+            "{}",
+            r.scores
+        );
     }
 
     #[test]

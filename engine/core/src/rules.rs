@@ -33,7 +33,9 @@ impl Path {
             return Ok(Path(Vec::new()));
         }
         if s.is_empty() || s.split('.').any(str::is_empty) {
-            return Err(format!("bad path {s:?}: use dotted keys like test_keys.failure"));
+            return Err(format!(
+                "bad path {s:?}: use dotted keys like test_keys.failure"
+            ));
         }
         Ok(Path(s.split('.').map(str::to_owned).collect()))
     }
@@ -61,7 +63,13 @@ fn lookup<'a>(root: &'a Value, path: &Path) -> Result<Lookup<'a>, String> {
         let obj = match cur {
             Value::Object(o) => o,
             Value::Null if i > 0 => return Ok(Lookup::Missing),
-            other => return Err(format!("{} is a {}, not an object", path.0[..i].join("."), kind(other))),
+            other => {
+                return Err(format!(
+                    "{} is a {}, not an object",
+                    path.0[..i].join("."),
+                    kind(other)
+                ))
+            }
         };
         match obj.get(key) {
             None => return Ok(Lookup::Missing),
@@ -110,7 +118,11 @@ enum Cond {
     All(Vec<Cond>),
     Any(Vec<Cond>),
     Not(Box<Cond>),
-    Items { path: Path, quantifier: Quantifier, cond: Box<Cond> },
+    Items {
+        path: Path,
+        quantifier: Quantifier,
+        cond: Box<Cond>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -155,7 +167,11 @@ fn toml_to_json(v: &toml::Value) -> Value {
         toml::Value::Boolean(b) => Value::Bool(*b),
         toml::Value::Datetime(d) => Value::String(d.to_string()),
         toml::Value::Array(a) => Value::Array(a.iter().map(toml_to_json).collect()),
-        toml::Value::Table(t) => Value::Object(t.iter().map(|(k, v)| (k.clone(), toml_to_json(v))).collect()),
+        toml::Value::Table(t) => Value::Object(
+            t.iter()
+                .map(|(k, v)| (k.clone(), toml_to_json(v)))
+                .collect(),
+        ),
     }
 }
 
@@ -174,7 +190,11 @@ fn number(v: &toml::Value, what: &str) -> Result<f64, String> {
 const COMPARATORS: [&str; 4] = ["gt", "ge", "lt", "le"];
 
 fn comparator(name: &str) -> &'static str {
-    COMPARATORS.iter().find(|c| **c == name).copied().unwrap_or("eq")
+    COMPARATORS
+        .iter()
+        .find(|c| **c == name)
+        .copied()
+        .unwrap_or("eq")
 }
 
 fn parse_source(t: &toml::Table, key: &str) -> Result<Source, String> {
@@ -188,9 +208,32 @@ fn parse_source(t: &toml::Table, key: &str) -> Result<Source, String> {
 fn parse_cond(v: &toml::Value) -> Result<Cond, String> {
     let t = v.as_table().ok_or("a condition must be a table")?;
     let known = [
-        "truthy", "falsy", "null", "present", "missing", "path", "missing_as", "or", "eq", "ne", "in",
-        "not_in", "is", "starts_with", "contains", "gt", "ge", "lt", "le", "all", "any", "not",
-        "any_item", "all_items", "count_items", "where",
+        "truthy",
+        "falsy",
+        "null",
+        "present",
+        "missing",
+        "path",
+        "missing_as",
+        "or",
+        "eq",
+        "ne",
+        "in",
+        "not_in",
+        "is",
+        "starts_with",
+        "contains",
+        "gt",
+        "ge",
+        "lt",
+        "le",
+        "all",
+        "any",
+        "not",
+        "any_item",
+        "all_items",
+        "count_items",
+        "where",
     ];
     if let Some(k) = t.keys().find(|k| !known.contains(&k.as_str())) {
         return Err(format!("unknown condition key {k:?}"));
@@ -212,10 +255,17 @@ fn parse_cond(v: &toml::Value) -> Result<Cond, String> {
     if let Some(n) = t.get("not") {
         return Ok(Cond::Not(Box::new(parse_cond(n)?)));
     }
-    for (key, quantifier) in [("any_item", Some(Quantifier::Any)), ("all_items", Some(Quantifier::All)), ("count_items", None)] {
+    for (key, quantifier) in [
+        ("any_item", Some(Quantifier::Any)),
+        ("all_items", Some(Quantifier::All)),
+        ("count_items", None),
+    ] {
         if let Some(p) = t.get(key) {
             let path = Path::parse(as_str(p, key)?)?;
-            let cond = Box::new(parse_cond(t.get("where").ok_or(format!("{key} needs a `where` condition"))?)?);
+            let cond = Box::new(parse_cond(
+                t.get("where")
+                    .ok_or(format!("{key} needs a `where` condition"))?,
+            )?);
             let quantifier = match quantifier {
                 Some(q) => q,
                 None => {
@@ -227,12 +277,25 @@ fn parse_cond(v: &toml::Value) -> Result<Cond, String> {
                     Quantifier::Count(comparator(op), number(&t[*op], op)?)
                 }
             };
-            return Ok(Cond::Items { path, quantifier, cond });
+            return Ok(Cond::Items {
+                path,
+                quantifier,
+                cond,
+            });
         }
     }
-    for (key, want) in [("truthy", Test::Truthy(true)), ("falsy", Test::Truthy(false)), ("null", Test::IsNull(true)), ("present", Test::Present(true))] {
+    for (key, want) in [
+        ("truthy", Test::Truthy(true)),
+        ("falsy", Test::Truthy(false)),
+        ("null", Test::IsNull(true)),
+        ("present", Test::Present(true)),
+    ] {
         if t.contains_key(key) {
-            let src = Source { path: Path::parse(as_str(&t[key], key)?)?, missing_as: None, or: None };
+            let src = Source {
+                path: Path::parse(as_str(&t[key], key)?)?,
+                missing_as: None,
+                or: None,
+            };
             return Ok(Cond::Check(src, want));
         }
     }
@@ -244,7 +307,12 @@ fn parse_cond(v: &toml::Value) -> Result<Cond, String> {
     }
     let src = parse_source(t, "path")?;
     let arr = |key: &str| -> Result<Vec<Value>, String> {
-        Ok(t[key].as_array().ok_or(format!("{key} must be an array"))?.iter().map(toml_to_json).collect())
+        Ok(t[key]
+            .as_array()
+            .ok_or(format!("{key} must be an array"))?
+            .iter()
+            .map(toml_to_json)
+            .collect())
     };
     let test = if let Some(v) = t.get("eq") {
         Test::Eq(toml_to_json(v))
@@ -271,13 +339,18 @@ fn parse_cond(v: &toml::Value) -> Result<Cond, String> {
 fn parse_expr(v: &toml::Value) -> Result<Expr, String> {
     match v {
         toml::Value::Table(t) if t.contains_key("from") => {
-            if let Some(k) = t.keys().find(|k| !["from", "missing_as", "or"].contains(&k.as_str())) {
+            if let Some(k) = t
+                .keys()
+                .find(|k| !["from", "missing_as", "or"].contains(&k.as_str()))
+            {
                 return Err(format!("unknown key {k:?} next to `from`"));
             }
             Ok(Expr::From(parse_source(t, "from")?))
         }
         toml::Value::Table(t) => Ok(Expr::Object(
-            t.iter().map(|(k, v)| Ok((k.clone(), parse_expr(v)?))).collect::<Result<_, String>>()?,
+            t.iter()
+                .map(|(k, v)| Ok((k.clone(), parse_expr(v)?)))
+                .collect::<Result<_, String>>()?,
         )),
         other => Ok(Expr::Literal(toml_to_json(other))),
     }
@@ -285,8 +358,13 @@ fn parse_expr(v: &toml::Value) -> Result<Expr, String> {
 
 fn parse_rule(v: &toml::Value) -> Result<Rule, String> {
     let t = v.as_table().ok_or("a rule must be a table")?;
-    if let Some(k) = t.keys().find(|k| !["each", "when", "fail", "set", "add", "stop"].contains(&k.as_str())) {
-        return Err(format!("unknown rule key {k:?} (expected each, when, fail, set, add, stop)"));
+    if let Some(k) = t
+        .keys()
+        .find(|k| !["each", "when", "fail", "set", "add", "stop"].contains(&k.as_str()))
+    {
+        return Err(format!(
+            "unknown rule key {k:?} (expected each, when, fail, set, add, stop)"
+        ));
     }
     let each = match t.get("each") {
         None => Vec::new(),
@@ -300,20 +378,34 @@ fn parse_rule(v: &toml::Value) -> Result<Rule, String> {
     let table_of = |key: &str| -> Result<Vec<(String, Expr)>, String> {
         match t.get(key) {
             None => Ok(Vec::new()),
-            Some(toml::Value::Table(m)) => m.iter().map(|(k, v)| Ok((k.clone(), parse_expr(v)?))).collect(),
+            Some(toml::Value::Table(m)) => m
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), parse_expr(v)?)))
+                .collect(),
             Some(_) => Err(format!("{key} must be a table")),
         }
     };
     Ok(Rule {
         each,
-        when: t.get("when").map(parse_cond).transpose()?.unwrap_or(Cond::Always),
-        fail: t.get("fail").map(|f| as_str(f, "fail").map(str::to_owned)).transpose()?,
+        when: t
+            .get("when")
+            .map(parse_cond)
+            .transpose()?
+            .unwrap_or(Cond::Always),
+        fail: t
+            .get("fail")
+            .map(|f| as_str(f, "fail").map(str::to_owned))
+            .transpose()?,
         set: table_of("set")?
             .into_iter()
             .map(|(k, e)| (k.split('.').map(str::to_owned).collect(), e))
             .collect(),
         add: table_of("add")?,
-        stop: t.get("stop").map(|s| s.as_bool().ok_or("stop must be true or false")).transpose()?.unwrap_or(false),
+        stop: t
+            .get("stop")
+            .map(|s| s.as_bool().ok_or("stop must be true or false"))
+            .transpose()?
+            .unwrap_or(false),
     })
 }
 
@@ -321,23 +413,34 @@ impl RuleScorer {
     pub fn parse(text: &str) -> Result<RuleScorer, RuleError> {
         let doc: toml::Table = toml::from_str(text).map_err(|e| RuleError::Toml(e.to_string()))?;
         let header = |m: &str| RuleError::Header(m.to_owned());
-        if let Some(k) = doc.keys().find(|k| !["abi", "name", "version", "test_names", "start", "rule"].contains(&k.as_str())) {
+        if let Some(k) = doc.keys().find(|k| {
+            !["abi", "name", "version", "test_names", "start", "rule"].contains(&k.as_str())
+        }) {
             return Err(header(&format!("unknown top-level key {k:?}")));
         }
         if let Some(abi) = doc.get("abi") {
             if abi.as_integer() != Some(1) {
-                return Err(header(&format!("abi = {abi} is not supported (this engine speaks 1)")));
+                return Err(header(&format!(
+                    "abi = {abi} is not supported (this engine speaks 1)"
+                )));
             }
         }
         let string = |k: &str| -> Result<String, RuleError> {
-            doc.get(k).and_then(|v| v.as_str()).map(str::to_owned).ok_or_else(|| header(&format!("`{k}` (a string) is required")))
+            doc.get(k)
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+                .ok_or_else(|| header(&format!("`{k}` (a string) is required")))
         };
         let test_names: Vec<String> = doc
             .get("test_names")
             .and_then(|v| v.as_array())
             .ok_or_else(|| header("`test_names` (an array of strings) is required"))?
             .iter()
-            .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| header("test_names must hold strings")))
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| header("test_names must hold strings"))
+            })
             .collect::<Result<_, _>>()?;
         if test_names.is_empty() {
             return Err(header("test_names is empty"));
@@ -352,16 +455,31 @@ impl RuleScorer {
             Some(toml::Value::Array(a)) => a
                 .iter()
                 .enumerate()
-                .map(|(i, r)| parse_rule(r).map_err(|message| RuleError::Rule { rule: i + 1, message }))
+                .map(|(i, r)| {
+                    parse_rule(r).map_err(|message| RuleError::Rule {
+                        rule: i + 1,
+                        message,
+                    })
+                })
                 .collect::<Result<_, _>>()?,
             Some(_) => return Err(header("`rule` must be an array of tables ([[rule]])")),
         };
-        Ok(RuleScorer { name: string("name")?, version: string("version")?, test_names, start_blocking, rules })
+        Ok(RuleScorer {
+            name: string("name")?,
+            version: string("version")?,
+            test_names,
+            start_blocking,
+            rules,
+        })
     }
 
     /// Scores an already parsed measurement.
     pub fn score_value(&self, msm: &Value) -> Result<Scores, String> {
-        let mut scores = if self.start_blocking { init_scores() } else { Map::new() };
+        let mut scores = if self.start_blocking {
+            init_scores()
+        } else {
+            Map::new()
+        };
         for rule in &self.rules {
             let subs: Vec<Option<&str>> = if rule.each.is_empty() {
                 vec![None]
@@ -376,7 +494,10 @@ impl RuleScorer {
                     return Err(f.clone());
                 }
                 for (key, e) in &rule.set {
-                    let key: Vec<String> = key.iter().map(|k| each.map_or(k.clone(), |s| k.replace("{}", s))).collect();
+                    let key: Vec<String> = key
+                        .iter()
+                        .map(|k| each.map_or(k.clone(), |s| k.replace("{}", s)))
+                        .collect();
                     let v = value(&subst_expr(e, each), msm)?;
                     assign(&mut scores, &key, v)?;
                 }
@@ -384,7 +505,10 @@ impl RuleScorer {
                     let key = each.map_or(key.clone(), |s| key.replace("{}", s));
                     let inc = value(&subst_expr(e, each), msm)?;
                     let cur = scores.get(&key).cloned().unwrap_or(Value::from(0));
-                    scores.insert(key.clone(), add(&cur, &inc).ok_or(format!("cannot add {inc} to {cur} ({key})"))?);
+                    scores.insert(
+                        key.clone(),
+                        add(&cur, &inc).ok_or(format!("cannot add {inc} to {cur} ({key})"))?,
+                    );
                 }
                 if rule.stop {
                     return Ok(scores);
@@ -398,7 +522,10 @@ impl RuleScorer {
 fn subst_src(s: &Source, each: Option<&str>) -> Source {
     match each {
         None => s.clone(),
-        Some(e) => Source { path: s.path.subst(e), ..s.clone() },
+        Some(e) => Source {
+            path: s.path.subst(e),
+            ..s.clone()
+        },
     }
 }
 
@@ -413,7 +540,11 @@ fn subst_cond(c: &Cond, each: Option<&str>) -> Cond {
         Cond::All(v) => Cond::All(v.iter().map(|c| subst_cond(c, each)).collect()),
         Cond::Any(v) => Cond::Any(v.iter().map(|c| subst_cond(c, each)).collect()),
         Cond::Not(b) => Cond::Not(Box::new(subst_cond(b, each))),
-        Cond::Items { path, quantifier, cond } => Cond::Items {
+        Cond::Items {
+            path,
+            quantifier,
+            cond,
+        } => Cond::Items {
             path: each.map_or(path.clone(), |e| path.subst(e)),
             quantifier: quantifier.clone(),
             cond: cond.clone(),
@@ -424,7 +555,12 @@ fn subst_cond(c: &Cond, each: Option<&str>) -> Cond {
 fn subst_expr(e: &Expr, each: Option<&str>) -> Expr {
     match (e, each) {
         (Expr::From(s), Some(_)) => Expr::From(subst_src(s, each)),
-        (Expr::Object(items), Some(_)) => Expr::Object(items.iter().map(|(k, v)| (k.clone(), subst_expr(v, each))).collect()),
+        (Expr::Object(items), Some(_)) => Expr::Object(
+            items
+                .iter()
+                .map(|(k, v)| (k.clone(), subst_expr(v, each)))
+                .collect(),
+        ),
         _ => e.clone(),
     }
 }
@@ -443,8 +579,12 @@ fn assign(scores: &mut Scores, key: &[String], v: Value) -> Result<(), String> {
     let (last, parents) = key.split_last().ok_or("empty key")?;
     let mut cur = scores;
     for p in parents {
-        let slot = cur.entry(p.clone()).or_insert_with(|| Value::Object(Map::new()));
-        cur = slot.as_object_mut().ok_or(format!("scores.{p} is not an object"))?;
+        let slot = cur
+            .entry(p.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
+        cur = slot
+            .as_object_mut()
+            .ok_or(format!("scores.{p} is not an object"))?;
     }
     cur.insert(last.clone(), v);
     Ok(())
@@ -495,11 +635,21 @@ fn eval(c: &Cond, root: &Value) -> Result<bool, String> {
         }
         Cond::Not(b) => !eval(b, root)?,
         Cond::Missing(p) => matches!(lookup(root, p)?, Lookup::Missing),
-        Cond::Items { path, quantifier, cond } => {
+        Cond::Items {
+            path,
+            quantifier,
+            cond,
+        } => {
             let items: &[Value] = match lookup(root, path)? {
                 Lookup::Missing | Lookup::Found(Value::Null) => &[],
                 Lookup::Found(Value::Array(a)) => a,
-                Lookup::Found(other) => return Err(format!("{} is a {}, not a list", path.0.join("."), kind(other))),
+                Lookup::Found(other) => {
+                    return Err(format!(
+                        "{} is a {}, not a list",
+                        path.0.join("."),
+                        kind(other)
+                    ))
+                }
             };
             let mut n = 0usize;
             for it in items {
@@ -520,7 +670,7 @@ fn eval(c: &Cond, root: &Value) -> Result<bool, String> {
             match test {
                 Test::Truthy(want) => truthy(v) == *want,
                 Test::IsNull(want) => v.is_null() == *want,
-                Test::Present(want) => !v.is_null() == *want,
+                Test::Present(want) => v.is_null() != *want,
                 Test::Eq(x) => py_eq(v, x),
                 Test::Ne(x) => !py_eq(v, x),
                 Test::In(xs) => xs.iter().any(|x| py_eq(v, x)),
@@ -541,7 +691,10 @@ fn eval(c: &Cond, root: &Value) -> Result<bool, String> {
 
 impl Scorer for RuleScorer {
     fn info(&self) -> ScorerInfo {
-        ScorerInfo { name: self.name.clone(), version: self.version.clone() }
+        ScorerInfo {
+            name: self.name.clone(),
+            version: self.version.clone(),
+        }
     }
 
     fn score(&self, msm: &Measurement<'_>) -> Result<Scores, ScoreError> {
@@ -574,7 +727,10 @@ stop = true
 add = { blocking_general = 0.5 }
 "#;
         let s = run(r, json!({"test_keys": {"failure": "x", "endpoint": "e"}})).unwrap();
-        assert_eq!(crate::ujson::dumps(&s), r#"{"blocking_general":1.0,"blocking_global":0.0,"blocking_country":0.0,"blocking_isp":0.0,"blocking_local":0.0,"extra":{"endpoint":"e","failure":"x"}}"#);
+        assert_eq!(
+            crate::ujson::dumps(&s),
+            r#"{"blocking_general":1.0,"blocking_global":0.0,"blocking_country":0.0,"blocking_isp":0.0,"blocking_local":0.0,"extra":{"endpoint":"e","failure":"x"}}"#
+        );
         let s = run(r, json!({"test_keys": null})).unwrap();
         assert_eq!(s["blocking_general"], json!(0.5));
         assert_eq!(s["extra"], json!({"endpoint": null}));
@@ -594,9 +750,22 @@ set = { accuracy = 0.0 }
 when = { missing = "resolver_ip" }
 set = { no_resolver = true }
 "#;
-        assert_eq!(run(r, json!({"test_keys": {}})).unwrap(), json!({"zero": true, "accuracy": 0.0, "no_resolver": true}));
-        assert_eq!(run(r, json!({"test_keys": {"bt": null, "r": "ok"}, "resolver_ip": null})).unwrap(), json!({}));
-        assert_eq!(run(r, json!({"test_keys": {"bt": 0.0, "r": null}})).unwrap()["zero"], json!(true));
+        assert_eq!(
+            run(r, json!({"test_keys": {}})).unwrap(),
+            json!({"zero": true, "accuracy": 0.0, "no_resolver": true})
+        );
+        assert_eq!(
+            run(
+                r,
+                json!({"test_keys": {"bt": null, "r": "ok"}, "resolver_ip": null})
+            )
+            .unwrap(),
+            json!({})
+        );
+        assert_eq!(
+            run(r, json!({"test_keys": {"bt": 0.0, "r": null}})).unwrap()["zero"],
+            json!(true)
+        );
     }
 
     #[test]
@@ -623,14 +792,21 @@ fail = "old probe"
         assert_eq!(s["blocking_general"], json!(0.5));
         assert_eq!(s["ssl"], json!(true));
         assert_eq!(s["two_ok"], json!(true));
-        let e = run(r, json!({"software_name": "ooniprobe-android-x", "software_version": "3"})).unwrap_err();
+        let e = run(
+            r,
+            json!({"software_name": "ooniprobe-android-x", "software_version": "3"}),
+        )
+        .unwrap_err();
         assert_eq!(e, "old probe");
     }
 
     #[test]
     fn errors_name_the_rule_and_the_problem() {
         let e = run("[[rule]]\nwhen = { path = \"x\" }\n", json!({})).unwrap_err();
-        assert!(e.starts_with("rule 1:") && e.contains("needs one of"), "{e}");
+        assert!(
+            e.starts_with("rule 1:") && e.contains("needs one of"),
+            "{e}"
+        );
         let e = run("[[rule]]\nwhenn = { truthy = \"x\" }\n", json!({})).unwrap_err();
         assert!(e.contains("whenn"), "{e}");
         assert!(run("abi = 2\n", json!({})).unwrap_err().contains("abi = 2"));

@@ -35,7 +35,12 @@ fn authorize(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     if constant_time_eq(given.as_bytes(), want) {
         Ok(())
     } else {
-        Err(ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "bad_token", "missing or wrong bearer token"))
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "bad_token",
+            "missing or wrong bearer token",
+        ))
     }
 }
 
@@ -53,8 +58,14 @@ pub async fn reload(State(st): State<AppState>, headers: HeaderMap) -> Result<Re
     let refused = tokio::task::spawn_blocking(move || reg.reload())
         .await
         .map_err(|e| ApiError::unavailable(format!("reload task failed: {e}")))?;
-    let refused: Vec<_> = refused.into_iter().map(|r| json!({"source": r.source, "error": r.error})).collect();
-    Ok(with_cache(Json(json!({"plugins": {"refused": refused}})), "no-cache"))
+    let refused: Vec<_> = refused
+        .into_iter()
+        .map(|r| json!({"source": r.source, "error": r.error}))
+        .collect();
+    Ok(with_cache(
+        Json(json!({"plugins": {"refused": refused}})),
+        "no-cache",
+    ))
 }
 
 #[cfg(test)]

@@ -50,7 +50,9 @@ impl Scorer for LoadedPlugin {
     fn score(&self, msm: &Measurement<'_>) -> Result<Scores, ScoreError> {
         let t = Instant::now();
         let r = self.scorer.score(msm);
-        self.stats.nanos.fetch_add(t.elapsed().as_nanos() as u64, Relaxed);
+        self.stats
+            .nanos
+            .fetch_add(t.elapsed().as_nanos() as u64, Relaxed);
         self.stats.calls.fetch_add(1, Relaxed);
         if let Err(e) = &r {
             self.stats.failures.fetch_add(1, Relaxed);
@@ -73,8 +75,16 @@ impl PluginSet {
     /// A set of just this plugin (for `plugins check`).
     pub fn single(p: LoadedPlugin) -> PluginSet {
         let p = Arc::new(p);
-        let by_test = p.test_names.iter().map(|t| (t.clone(), p.clone())).collect();
-        PluginSet { plugins: vec![p], by_test, default: DefaultScorer }
+        let by_test = p
+            .test_names
+            .iter()
+            .map(|t| (t.clone(), p.clone()))
+            .collect();
+        PluginSet {
+            plugins: vec![p],
+            by_test,
+            default: DefaultScorer,
+        }
     }
 
     pub fn plugin_for(&self, test_name: &str) -> Option<&Arc<LoadedPlugin>> {
@@ -118,7 +128,10 @@ pub struct Registry {
 }
 
 fn digest(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)[..8].iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Loads one plugin file from its bytes; the kind comes from the extension.
@@ -129,21 +142,30 @@ pub fn load_plugin(
     source: &str,
     bytes: &[u8],
 ) -> Result<LoadedPlugin, String> {
-    let ext = Path::new(source).extension().and_then(|e| e.to_str()).unwrap_or("");
-    let (kind, scorer, info, test_names): (&'static str, Box<dyn Scorer>, ScorerInfo, Vec<String>) = match ext {
-        "wasm" | "wat" => {
-            let w = WasmScorer::load(rt, bytes, limits, fingerprints.clone()).map_err(|e| e.to_string())?;
-            let (info, names) = (w.info(), w.test_names.clone());
-            ("wasm", Box::new(w), info, names)
-        }
-        "toml" => {
-            let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))?;
-            let r = RuleScorer::parse(text).map_err(|e| e.to_string())?;
-            let (info, names) = (r.info(), r.test_names.clone());
-            ("rules", Box::new(r), info, names)
-        }
-        other => return Err(format!("unknown plugin kind .{other}: use .wasm, .wat or .toml")),
-    };
+    let ext = Path::new(source)
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("");
+    let (kind, scorer, info, test_names): (&'static str, Box<dyn Scorer>, ScorerInfo, Vec<String>) =
+        match ext {
+            "wasm" | "wat" => {
+                let w = WasmScorer::load(rt, bytes, limits, fingerprints.clone())
+                    .map_err(|e| e.to_string())?;
+                let (info, names) = (w.info(), w.test_names.clone());
+                ("wasm", Box::new(w), info, names)
+            }
+            "toml" => {
+                let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))?;
+                let r = RuleScorer::parse(text).map_err(|e| e.to_string())?;
+                let (info, names) = (r.info(), r.test_names.clone());
+                ("rules", Box::new(r), info, names)
+            }
+            other => {
+                return Err(format!(
+                    "unknown plugin kind .{other}: use .wasm, .wat or .toml"
+                ))
+            }
+        };
     Ok(LoadedPlugin {
         source: source.to_owned(),
         kind,
@@ -160,12 +182,16 @@ fn is_plugin_file(p: &Path) -> bool {
     let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
     !name.starts_with('.')
         && !name.ends_with('~')
-        && p.extension().is_some_and(|e| e == "wasm" || e == "wat" || e == "toml")
+        && p.extension()
+            .is_some_and(|e| e == "wasm" || e == "wat" || e == "toml")
         && p.is_file()
 }
 
 impl Registry {
-    pub fn new(opts: RegistryOptions, fingerprints: Arc<Fingerprints>) -> anyhow::Result<Arc<Registry>> {
+    pub fn new(
+        opts: RegistryOptions,
+        fingerprints: Arc<Fingerprints>,
+    ) -> anyhow::Result<Arc<Registry>> {
         let rt = WasmRuntime::new()?;
         let mut bundled = Vec::new();
         if opts.bundled {
@@ -183,7 +209,11 @@ impl Registry {
             fingerprints,
             dir: opts.dir,
             bundled,
-            current: RwLock::new(Arc::new(PluginSet { plugins: Vec::new(), by_test: HashMap::new(), default: DefaultScorer })),
+            current: RwLock::new(Arc::new(PluginSet {
+                plugins: Vec::new(),
+                by_test: HashMap::new(),
+                default: DefaultScorer,
+            })),
             files: Mutex::new(BTreeMap::new()),
             refused: Mutex::new(Vec::new()),
             generation: AtomicU64::new(0),
@@ -220,9 +250,15 @@ impl Registry {
         let mut files: BTreeMap<PathBuf, Arc<LoadedPlugin>> = BTreeMap::new();
         if let Some(dir) = &self.dir {
             let mut paths: Vec<PathBuf> = match std::fs::read_dir(dir) {
-                Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| is_plugin_file(p)).collect(),
+                Ok(rd) => rd
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| is_plugin_file(p))
+                    .collect(),
                 Err(e) => {
-                    refused.push(Refusal { source: dir.display().to_string(), error: format!("cannot read the plugins directory: {e}") });
+                    refused.push(Refusal {
+                        source: dir.display().to_string(),
+                        error: format!("cannot read the plugins directory: {e}"),
+                    });
                     Vec::new()
                 }
             };
@@ -232,11 +268,17 @@ impl Registry {
                 let bytes = match std::fs::read(&path) {
                     Ok(b) => b,
                     Err(e) => {
-                        refused.push(Refusal { source, error: format!("cannot read: {e}") });
+                        refused.push(Refusal {
+                            source,
+                            error: format!("cannot read: {e}"),
+                        });
                         continue;
                     }
                 };
-                if let Some(old) = previous.get(&path).filter(|old| old.digest == digest(&bytes)) {
+                if let Some(old) = previous
+                    .get(&path)
+                    .filter(|old| old.digest == digest(&bytes))
+                {
                     files.insert(path, old.clone());
                     continue;
                 }
@@ -265,8 +307,15 @@ impl Registry {
         let mut claimed: HashMap<String, String> = HashMap::new();
         let mut kept_files = BTreeMap::new();
         for (path, p) in files {
-            if let Some((t, other)) = p.test_names.iter().find_map(|t| claimed.get(t).map(|o| (t, o))) {
-                refused.push(Refusal { source: p.source.clone(), error: format!("test name {t} is already scored by {other}") });
+            if let Some((t, other)) = p
+                .test_names
+                .iter()
+                .find_map(|t| claimed.get(t).map(|o| (t, o)))
+            {
+                refused.push(Refusal {
+                    source: p.source.clone(),
+                    error: format!("test name {t} is already scored by {other}"),
+                });
                 continue;
             }
             for t in &p.test_names {
@@ -276,15 +325,26 @@ impl Registry {
             kept_files.insert(path, p);
         }
         for p in self.bundled.iter().chain(kept_files.values()) {
-            if p.test_names.iter().any(|t| by_test.get(t).is_some_and(|q| Arc::ptr_eq(p, q))) {
+            if p.test_names
+                .iter()
+                .any(|t| by_test.get(t).is_some_and(|q| Arc::ptr_eq(p, q)))
+            {
                 plugins.push(p.clone());
             }
         }
         for r in &refused {
             tracing::error!(plugin = %r.source, error = %r.error, "plugin refused");
         }
-        let set = Arc::new(PluginSet { plugins, by_test, default: DefaultScorer });
-        tracing::info!(plugins = set.plugins.len(), refused = refused.len(), "plugins loaded");
+        let set = Arc::new(PluginSet {
+            plugins,
+            by_test,
+            default: DefaultScorer,
+        });
+        tracing::info!(
+            plugins = set.plugins.len(),
+            refused = refused.len(),
+            "plugins loaded"
+        );
         if let Ok(mut c) = self.current.write() {
             *c = set;
         }
@@ -327,7 +387,11 @@ impl Registry {
                 })
             })
             .collect();
-        let refused: Vec<Value> = self.refused().into_iter().map(|r| json!({"source": r.source, "error": r.error})).collect();
+        let refused: Vec<Value> = self
+            .refused()
+            .into_iter()
+            .map(|r| json!({"source": r.source, "error": r.error}))
+            .collect();
         json!({
             "directory": self.dir.as_ref().map(|d| d.display().to_string()),
             "generation": self.generation(),
@@ -339,35 +403,45 @@ impl Registry {
     /// Watches the plugins directory and reloads, debounced, after changes.
     pub fn watch(self: &Arc<Self>) -> anyhow::Result<Option<notify::RecommendedWatcher>> {
         use notify::{RecursiveMode, Watcher};
-        let Some(dir) = self.dir.clone() else { return Ok(None) };
+        let Some(dir) = self.dir.clone() else {
+            return Ok(None);
+        };
         let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            use notify::event::{EventKind, ModifyKind};
-            // Reading the files (as a reload does) must not trigger another reload.
-            let relevant = res.is_ok_and(|e| {
-                matches!(
-                    e.kind,
-                    EventKind::Create(_) | EventKind::Remove(_) | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Name(_) | ModifyKind::Any) | EventKind::Any
-                )
-            });
-            if relevant {
-                let _ = tx.send(());
-            }
-        })?;
+        let mut watcher =
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                use notify::event::{EventKind, ModifyKind};
+                // Reading the files (as a reload does) must not trigger another reload.
+                let relevant = res.is_ok_and(|e| {
+                    matches!(
+                        e.kind,
+                        EventKind::Create(_)
+                            | EventKind::Remove(_)
+                            | EventKind::Modify(
+                                ModifyKind::Data(_) | ModifyKind::Name(_) | ModifyKind::Any
+                            )
+                            | EventKind::Any
+                    )
+                });
+                if relevant {
+                    let _ = tx.send(());
+                }
+            })?;
         watcher.watch(&dir, RecursiveMode::NonRecursive)?;
         let weak = Arc::downgrade(self);
-        std::thread::Builder::new().name("plugin-watch".into()).spawn(move || {
-            while rx.recv().is_ok() {
-                // Editors write in several steps: wait for the directory to settle.
-                while rx.recv_timeout(Duration::from_millis(200)).is_ok() {}
-                match weak.upgrade() {
-                    Some(reg) => {
-                        reg.reload();
+        std::thread::Builder::new()
+            .name("plugin-watch".into())
+            .spawn(move || {
+                while rx.recv().is_ok() {
+                    // Editors write in several steps: wait for the directory to settle.
+                    while rx.recv_timeout(Duration::from_millis(200)).is_ok() {}
+                    match weak.upgrade() {
+                        Some(reg) => {
+                            reg.reload();
+                        }
+                        None => break,
                     }
-                    None => break,
                 }
-            }
-        })?;
+            })?;
         Ok(Some(watcher))
     }
 }

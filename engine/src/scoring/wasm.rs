@@ -13,7 +13,10 @@ use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thiserror::Error;
-use wasmtime::{Caller, Config, Engine, Extern, InstancePre, Linker, Memory, Module, Store, StoreLimits, StoreLimitsBuilder, TypedFunc};
+use wasmtime::{
+    Caller, Config, Engine, Extern, InstancePre, Linker, Memory, Module, Store, StoreLimits,
+    StoreLimitsBuilder, TypedFunc,
+};
 
 pub const ABI_VERSION: i32 = 1;
 /// Largest answer a scorer may give.
@@ -110,7 +113,12 @@ fn unpack(packed: i64) -> (usize, usize) {
     ((p >> 32) as usize, (p & 0xffff_ffff) as usize)
 }
 
-fn read_guest(mem: &Memory, store: &impl wasmtime::AsContext, ptr: usize, len: usize) -> Result<Vec<u8>, String> {
+fn read_guest(
+    mem: &Memory,
+    store: &impl wasmtime::AsContext,
+    ptr: usize,
+    len: usize,
+) -> Result<Vec<u8>, String> {
     mem.data(store)
         .get(ptr..ptr.saturating_add(len))
         .map(<[u8]>::to_vec)
@@ -126,31 +134,54 @@ fn guest_memory(caller: &mut Caller<'_, HostState>) -> wasmtime::Result<Memory> 
 
 fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
-    linker.func_wrap("ooni", "log", |mut caller: Caller<'_, HostState>, level: i32, ptr: i32, len: i32| -> wasmtime::Result<()> {
-        let mem = guest_memory(&mut caller)?;
-        let bytes = read_guest(&mem, &caller, ptr as u32 as usize, (len as u32 as usize).min(64 * 1024)).map_err(wasmtime::Error::msg)?;
-        let msg = String::from_utf8_lossy(&bytes);
-        let plugin = caller.data().plugin.clone();
-        match level {
-            0 => tracing::debug!(plugin = %plugin, "{msg}"),
-            1 => tracing::info!(plugin = %plugin, "{msg}"),
-            2 => tracing::warn!(plugin = %plugin, "{msg}"),
-            _ => tracing::error!(plugin = %plugin, "{msg}"),
-        }
-        Ok(())
-    })?;
+    linker.func_wrap(
+        "ooni",
+        "log",
+        |mut caller: Caller<'_, HostState>,
+         level: i32,
+         ptr: i32,
+         len: i32|
+         -> wasmtime::Result<()> {
+            let mem = guest_memory(&mut caller)?;
+            let bytes = read_guest(
+                &mem,
+                &caller,
+                ptr as u32 as usize,
+                (len as u32 as usize).min(64 * 1024),
+            )
+            .map_err(wasmtime::Error::msg)?;
+            let msg = String::from_utf8_lossy(&bytes);
+            let plugin = caller.data().plugin.clone();
+            match level {
+                0 => tracing::debug!(plugin = %plugin, "{msg}"),
+                1 => tracing::info!(plugin = %plugin, "{msg}"),
+                2 => tracing::warn!(plugin = %plugin, "{msg}"),
+                _ => tracing::error!(plugin = %plugin, "{msg}"),
+            }
+            Ok(())
+        },
+    )?;
     linker.func_wrap(
         "ooni",
         "match_fingerprints",
-        |mut caller: Caller<'_, HostState>, kind: i32, ptr: i32, len: i32| -> wasmtime::Result<i64> {
+        |mut caller: Caller<'_, HostState>,
+         kind: i32,
+         ptr: i32,
+         len: i32|
+         -> wasmtime::Result<i64> {
             let mem = guest_memory(&mut caller)?;
-            let input = read_guest(&mem, &caller, ptr as u32 as usize, len as u32 as usize).map_err(wasmtime::Error::msg)?;
+            let input = read_guest(&mem, &caller, ptr as u32 as usize, len as u32 as usize)
+                .map_err(wasmtime::Error::msg)?;
             let fps = caller.data().fingerprints.clone();
             let matches = match kind {
                 0 => fps.match_dns(&String::from_utf8_lossy(&input)),
                 1 => fps.match_http_body(&input),
                 2 => fps.match_http_headers(&String::from_utf8_lossy(&input)),
-                k => return Err(wasmtime::Error::msg(format!("match_fingerprints: unknown kind {k}"))),
+                k => {
+                    return Err(wasmtime::Error::msg(format!(
+                        "match_fingerprints: unknown kind {k}"
+                    )))
+                }
             };
             if matches.is_empty() {
                 return Ok(0);
@@ -173,8 +204,14 @@ fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
 
 impl WasmScorer {
     /// Compiles and checks a module (`.wasm`, or `.wat` text), and asks it who it is.
-    pub fn load(rt: &WasmRuntime, bytes: &[u8], limits: Limits, fingerprints: Arc<Fingerprints>) -> Result<WasmScorer, LoadError> {
-        let module = Module::new(&rt.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+    pub fn load(
+        rt: &WasmRuntime,
+        bytes: &[u8],
+        limits: Limits,
+        fingerprints: Arc<Fingerprints>,
+    ) -> Result<WasmScorer, LoadError> {
+        let module =
+            Module::new(&rt.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
         let bad: Vec<String> = module
             .imports()
             .filter(|i| !(i.module() == "ooni" && matches!(i.name(), "log" | "match_fingerprints")))
@@ -184,9 +221,14 @@ impl WasmScorer {
             return Err(LoadError::Import(bad.join(", ")));
         }
         let linker = linker(&rt.engine).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
-        let pre = linker.instantiate_pre(&module).map_err(|e| LoadError::Import(format!("{e:#}")))?;
+        let pre = linker
+            .instantiate_pre(&module)
+            .map_err(|e| LoadError::Import(format!("{e:#}")))?;
         let mut scorer = WasmScorer {
-            info: ScorerInfo { name: String::new(), version: String::new() },
+            info: ScorerInfo {
+                name: String::new(),
+                version: String::new(),
+            },
             test_names: Vec::new(),
             engine: rt.engine.clone(),
             pre,
@@ -205,15 +247,29 @@ impl WasmScorer {
         }
         let meta_fn = live_func::<(), i64>(&mut live, "ooni_meta")?;
         live.store.set_epoch_deadline(scorer.deadline_ticks());
-        let packed = meta_fn.call(&mut live.store, ()).map_err(|e| LoadError::Trap(format!("ooni_meta trapped: {e:#}")))?;
+        let packed = meta_fn
+            .call(&mut live.store, ())
+            .map_err(|e| LoadError::Trap(format!("ooni_meta trapped: {e:#}")))?;
         let (ptr, len) = unpack(packed);
         if len > MAX_ANSWER {
-            return Err(LoadError::Meta(format!("answer of {len} bytes is too large")));
+            return Err(LoadError::Meta(format!(
+                "answer of {len} bytes is too large"
+            )));
         }
         let bytes = read_guest(&live.memory, &live.store, ptr, len).map_err(LoadError::Meta)?;
-        let meta: Value = serde_json::from_slice(&bytes).map_err(|e| LoadError::Meta(format!("not JSON: {e}")))?;
-        let s = |k: &str| meta.get(k).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned).ok_or_else(|| LoadError::Meta(format!("`{k}` must be a non-empty string")));
-        scorer.info = ScorerInfo { name: s("name")?, version: s("version")? };
+        let meta: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| LoadError::Meta(format!("not JSON: {e}")))?;
+        let s = |k: &str| {
+            meta.get(k)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .ok_or_else(|| LoadError::Meta(format!("`{k}` must be a non-empty string")))
+        };
+        scorer.info = ScorerInfo {
+            name: s("name")?,
+            version: s("version")?,
+        };
         if let Some(a) = meta.get("abi") {
             if a.as_i64() != Some(ABI_VERSION as i64) {
                 return Err(LoadError::AbiVersion(a.as_i64().unwrap_or(-1) as i32));
@@ -222,9 +278,15 @@ impl WasmScorer {
         scorer.test_names = meta
             .get("test_names")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect::<Vec<_>>())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect::<Vec<_>>()
+            })
             .filter(|v| !v.is_empty())
-            .ok_or_else(|| LoadError::Meta("`test_names` must be a non-empty array of strings".into()))?;
+            .ok_or_else(|| {
+                LoadError::Meta("`test_names` must be a non-empty array of strings".into())
+            })?;
         live.store.data_mut().plugin = Arc::from(scorer.info.name.as_str());
         if let Ok(mut idle) = scorer.idle.lock() {
             idle.push(live);
@@ -237,22 +299,40 @@ impl WasmScorer {
     }
 
     fn instantiate(&self, plugin: &str) -> Result<Live, LoadError> {
-        let limits = StoreLimitsBuilder::new().memory_size(self.limits.memory_bytes).instances(1).build();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.limits.memory_bytes)
+            .instances(1)
+            .build();
         let mut store = Store::new(
             &self.engine,
-            HostState { limits, plugin: Arc::from(plugin), fingerprints: FingerprintSet::empty() },
+            HostState {
+                limits,
+                plugin: Arc::from(plugin),
+                fingerprints: FingerprintSet::empty(),
+            },
         );
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(self.deadline_ticks());
-        let instance = self.pre.instantiate(&mut store).map_err(|e| LoadError::Trap(format!("instantiation failed: {e:#}")))?;
-        let memory = instance.get_memory(&mut store, "memory").ok_or_else(|| LoadError::Export("memory".into()))?;
+        let instance = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| LoadError::Trap(format!("instantiation failed: {e:#}")))?;
+        let memory = instance
+            .get_memory(&mut store, "memory")
+            .ok_or_else(|| LoadError::Export("memory".into()))?;
         let alloc = instance
             .get_typed_func::<i32, i32>(&mut store, "ooni_alloc")
             .map_err(|e| LoadError::Export(format!("ooni_alloc (i32) -> i32: {e:#}")))?;
         let score = instance
             .get_typed_func::<(i32, i32), i64>(&mut store, "ooni_score")
             .map_err(|e| LoadError::Export(format!("ooni_score (i32, i32) -> i64: {e:#}")))?;
-        Ok(Live { store, instance, memory, alloc, score })
+        Ok(Live {
+            store,
+            instance,
+            memory,
+            alloc,
+            score,
+        })
     }
 
     /// Scores one measurement's JSON text.
@@ -266,7 +346,9 @@ impl WasmScorer {
     pub fn call_checked(&self, json: &str) -> Result<Scores, CallError> {
         let mut live = match self.idle.lock().ok().and_then(|mut v| v.pop()) {
             Some(l) => l,
-            None => self.instantiate(&self.info.name).map_err(|e| CallError::Fault(e.to_string()))?,
+            None => self
+                .instantiate(&self.info.name)
+                .map_err(|e| CallError::Fault(e.to_string()))?,
         };
         live.store.data_mut().fingerprints = self.fingerprints.current();
         live.store.set_epoch_deadline(self.deadline_ticks());
@@ -291,7 +373,10 @@ impl WasmScorer {
     }
 }
 
-fn live_func<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(live: &mut Live, name: &str) -> Result<TypedFunc<P, R>, LoadError> {
+fn live_func<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(
+    live: &mut Live,
+    name: &str,
+) -> Result<TypedFunc<P, R>, LoadError> {
     live.instance
         .get_typed_func::<P, R>(&mut live.store, name)
         .map_err(|e| LoadError::Export(format!("{name}: {e:#}")))
@@ -327,26 +412,40 @@ impl From<String> for RunError {
 }
 
 fn run(live: &mut Live, json: &str) -> Result<Scores, RunError> {
-    let len = i32::try_from(json.len()).map_err(|_| RunError::Fault("measurement too large for a 32-bit module".into()))?;
-    let ptr = live.alloc.call(&mut live.store, len).map_err(|e| format!("ooni_alloc trapped: {e:#}"))?;
+    let len = i32::try_from(json.len())
+        .map_err(|_| RunError::Fault("measurement too large for a 32-bit module".into()))?;
+    let ptr = live
+        .alloc
+        .call(&mut live.store, len)
+        .map_err(|e| format!("ooni_alloc trapped: {e:#}"))?;
     if ptr == 0 && len > 0 {
-        return Err(RunError::Fault("ooni_alloc could not allocate the measurement".into()));
+        return Err(RunError::Fault(
+            "ooni_alloc could not allocate the measurement".into(),
+        ));
     }
     live.memory
         .write(&mut live.store, ptr as u32 as usize, json.as_bytes())
         .map_err(|e| format!("ooni_alloc returned a bad buffer: {e:#}"))?;
-    let packed = live.score.call(&mut live.store, (ptr, len)).map_err(describe_trap)?;
+    let packed = live
+        .score
+        .call(&mut live.store, (ptr, len))
+        .map_err(describe_trap)?;
     let (optr, olen) = unpack(packed);
     if olen > MAX_ANSWER {
-        return Err(RunError::Fault(format!("answer of {olen} bytes exceeds the {MAX_ANSWER}-byte limit")));
+        return Err(RunError::Fault(format!(
+            "answer of {olen} bytes exceeds the {MAX_ANSWER}-byte limit"
+        )));
     }
     let bytes = read_guest(&live.memory, &live.store, optr, olen)?;
-    let answer: Value = serde_json::from_slice(&bytes).map_err(|e| RunError::Fault(format!("answer is not JSON: {e}")))?;
+    let answer: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| RunError::Fault(format!("answer is not JSON: {e}")))?;
     match answer {
         Value::Object(mut m) => match (m.remove("scores"), m.remove("error")) {
             (Some(Value::Object(s)), None) => Ok(s),
             (None, Some(Value::String(e))) => Err(RunError::Declined(e)),
-            _ => Err(RunError::Fault("answer must be {\"scores\": {…}} or {\"error\": \"…\"}".into())),
+            _ => Err(RunError::Fault(
+                "answer must be {\"scores\": {…}} or {\"error\": \"…\"}".into(),
+            )),
         },
         _ => Err(RunError::Fault("answer is not a JSON object".into())),
     }

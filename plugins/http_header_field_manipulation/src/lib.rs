@@ -20,8 +20,15 @@ fn key(v: &Value) -> Result<String, String> {
 
 fn first_element(v: &Value) -> Result<Value, String> {
     match v {
-        Value::Array(a) => a.first().cloned().ok_or_else(|| "empty header value list".to_owned()),
-        Value::String(s) => s.chars().next().map(|c| Value::String(c.to_string())).ok_or_else(|| "empty header value".to_owned()),
+        Value::Array(a) => a
+            .first()
+            .cloned()
+            .ok_or_else(|| "empty header value list".to_owned()),
+        Value::String(s) => s
+            .chars()
+            .next()
+            .map(|c| Value::String(c.to_string()))
+            .ok_or_else(|| "empty header value".to_owned()),
         other => Err(format!("a header value is a {}", kind(other))),
     }
 }
@@ -50,14 +57,18 @@ impl Scorer for Hhfm {
             _ if !tk.is_object() => return Err(format!("test_keys is a {}", kind(&tk))),
             _ => return no_score(scores),
         };
-        let first = first.as_object().ok_or_else(|| format!("requests[0] is a {}", kind(first)))?;
+        let first = first
+            .as_object()
+            .ok_or_else(|| format!("requests[0] is a {}", kind(first)))?;
         let empty = Value::Object(Default::default());
         let resp = match first.get("response") {
             None => &empty,
             Some(Value::Null) => return no_score(scores),
             Some(r) => r,
         };
-        let resp = resp.as_object().ok_or_else(|| format!("response is a {}", kind(resp)))?;
+        let resp = resp
+            .as_object()
+            .ok_or_else(|| format!("response is a {}", kind(resp)))?;
         let body = match resp.get("body") {
             None | Some(Value::Null) => {
                 scores.insert("total_tampering".into(), Value::Bool(true));
@@ -69,14 +80,16 @@ impl Scorer for Hhfm {
         };
         let ctrl_headers = body
             .as_str()
-            .and_then(|b| serde_json_from_str(b))
+            .and_then(serde_json_from_str)
             .and_then(|v| v.get("headers_dict").cloned());
         let Some(ctrl_headers) = ctrl_headers else {
             scores.insert("blocking_general".into(), Value::from(1.0));
             scores.insert("msg".into(), Value::from("Malformed ctrl_headers"));
             return Ok(scores);
         };
-        let ctrl_headers = ctrl_headers.as_object().ok_or_else(|| format!("headers_dict is a {}", kind(&ctrl_headers)))?;
+        let ctrl_headers = ctrl_headers
+            .as_object()
+            .ok_or_else(|| format!("headers_dict is a {}", kind(&ctrl_headers)))?;
         let mut ctrl = BTreeSet::new();
         for (k, v) in ctrl_headers {
             ctrl.insert((k.clone(), key(&first_element(v)?)?));
@@ -86,12 +99,17 @@ impl Scorer for Hhfm {
             None => &empty,
             Some(r) => r,
         };
-        let request = request.as_object().ok_or_else(|| format!("request is a {}", kind(request)))?;
+        let request = request
+            .as_object()
+            .ok_or_else(|| format!("request is a {}", kind(request)))?;
         let headers = match request.get("headers") {
             None => &empty,
             Some(h) => h,
         };
-        for (k, v) in headers.as_object().ok_or_else(|| format!("request headers is a {}", kind(headers)))? {
+        for (k, v) in headers
+            .as_object()
+            .ok_or_else(|| format!("request headers is a {}", kind(headers)))?
+        {
             expected.insert((k.clone(), key(v)?));
         }
         let conn = ("Connection".to_owned(), "sclose".to_owned());
@@ -102,7 +120,10 @@ impl Scorer for Hhfm {
         }
         let diff = ctrl.symmetric_difference(&expected).count();
         scores.insert("blocking_general".into(), Value::from(1.1));
-        scores.insert("msg".into(), Value::from(format!("{diff} unexpected header change")));
+        scores.insert(
+            "msg".into(),
+            Value::from(format!("{diff} unexpected header change")),
+        );
         Ok(scores)
     }
 }
@@ -129,7 +150,10 @@ mod tests {
 
     #[test]
     fn header_comparison() {
-        let same = req(json!({"Host": "x", "Connection": "close"}), json!({"Host": ["x"]}));
+        let same = req(
+            json!({"Host": "x", "Connection": "close"}),
+            json!({"Host": ["x"]}),
+        );
         assert_eq!(score(same).unwrap(), init_scores());
         let s = score(req(json!({"Host": "x"}), json!({"host": ["x"]}))).unwrap();
         assert_eq!(s["blocking_general"], json!(1.1));
@@ -138,9 +162,18 @@ mod tests {
 
     #[test]
     fn broken_responses() {
-        assert_eq!(score(json!({"requests": []})).unwrap()["accuracy"], json!(0.0));
-        assert_eq!(score(json!({"requests": null})).unwrap()["accuracy"], json!(0.0));
-        assert_eq!(score(json!({"requests": [{"response": null}]})).unwrap()["accuracy"], json!(0.0));
+        assert_eq!(
+            score(json!({"requests": []})).unwrap()["accuracy"],
+            json!(0.0)
+        );
+        assert_eq!(
+            score(json!({"requests": null})).unwrap()["accuracy"],
+            json!(0.0)
+        );
+        assert_eq!(
+            score(json!({"requests": [{"response": null}]})).unwrap()["accuracy"],
+            json!(0.0)
+        );
         let s = score(json!({"requests": [{"response": {"body": null}}]})).unwrap();
         let keys: Vec<&String> = s.keys().collect();
         assert_eq!(keys[5..], ["total_tampering", "msg"]);

@@ -26,7 +26,9 @@ impl Scorer for HttpInvalidRequestLine {
 
     fn score(msm: &Value, _host: &dyn Host) -> Result<Scores, String> {
         let tk = test_keys(msm)?;
-        let tko = tk.as_object().ok_or_else(|| format!("test_keys is a {}", kind(&tk)))?;
+        let tko = tk
+            .as_object()
+            .ok_or_else(|| format!("test_keys is a {}", kind(&tk)))?;
         if msm.get("report_id").is_none() {
             return Err("missing report_id".into());
         }
@@ -38,7 +40,11 @@ impl Scorer for HttpInvalidRequestLine {
             return Ok(scores);
         }
         // zip(): the shorter list decides how many pairs are compared.
-        if sent.iter().zip(&received).any(|(s, r)| !ooni_scorer_sdk::getters::py_eq(s, r)) {
+        if sent
+            .iter()
+            .zip(&received)
+            .any(|(s, r)| !ooni_scorer_sdk::getters::py_eq(s, r))
+        {
             scores.insert("blocking_general".into(), Value::from(1.0));
         }
         Ok(scores)
@@ -58,9 +64,19 @@ mod tests {
 
     #[test]
     fn tampering_is_a_changed_echo() {
-        assert_eq!(score(json!({"sent": ["a", "b"], "received": ["a", "c"]})).unwrap()["blocking_general"], json!(1.0));
-        assert_eq!(score(json!({"sent": ["a"], "received": ["a", "x"]})).unwrap(), init_scores());
-        assert_eq!(score(json!({"sent": ["a"], "received": []})).unwrap(), init_scores(), "zip stops at the shorter");
+        assert_eq!(
+            score(json!({"sent": ["a", "b"], "received": ["a", "c"]})).unwrap()["blocking_general"],
+            json!(1.0)
+        );
+        assert_eq!(
+            score(json!({"sent": ["a"], "received": ["a", "x"]})).unwrap(),
+            init_scores()
+        );
+        assert_eq!(
+            score(json!({"sent": ["a"], "received": []})).unwrap(),
+            init_scores(),
+            "zip stops at the shorter"
+        );
         assert_eq!(score(json!({})).unwrap()["accuracy"], json!(0.0));
         assert!(score(json!({"sent": null})).is_err());
     }

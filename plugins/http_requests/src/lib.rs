@@ -8,16 +8,25 @@ use ooni_scorer_sdk::{init_scores, test_keys, Host, Info, Map, Scorer, Scores, V
 pub struct HttpRequests;
 
 impl Scorer for HttpRequests {
-    const INFO: Info = Info { name: "http_requests", version: "0.92.0", test_names: &["http_requests"] };
+    const INFO: Info = Info {
+        name: "http_requests",
+        version: "0.92.0",
+        test_names: &["http_requests"],
+    };
 
     fn score(msm: &Value, host: &dyn Host) -> Result<Scores, String> {
         let mut scores = init_scores();
         let tk = test_keys(msm)?;
-        let tko = tk.as_object().ok_or_else(|| format!("test_keys is a {}", kind(&tk)))?;
+        let tko = tk
+            .as_object()
+            .ok_or_else(|| format!("test_keys is a {}", kind(&tk)))?;
         let body_length_match = tko.get("body_length_match").filter(|v| !v.is_null());
         let headers_match = tko.get("headers_match").filter(|v| !v.is_null());
         // OONI reads these from the top level, not from test_keys.
-        let failed = [msm.get("control_failure"), msm.get("experiment_failure")].into_iter().flatten().any(truthy);
+        let failed = [msm.get("control_failure"), msm.get("experiment_failure")]
+            .into_iter()
+            .flatten()
+            .any(truthy);
         let (Some(blm), Some(hm)) = (body_length_match, headers_match) else {
             scores.insert("accuracy".into(), Value::from(0.0));
             return Ok(scores);
@@ -37,7 +46,9 @@ impl Scorer for HttpRequests {
             if is_tor.is_some_and(truthy) {
                 continue;
             }
-            let resp = g_or(req, "response").map_err(|e| e.to_string())?.unwrap_or(&empty);
+            let resp = g_or(req, "response")
+                .map_err(|e| e.to_string())?
+                .unwrap_or(&empty);
             // Here a bad base64 body is not caught: the measurement fails.
             match_response(resp, host, &mut matches).map_err(|e| format!("{e:?}"))?;
         }
@@ -59,13 +70,27 @@ mod tests {
 
     #[test]
     fn matches_and_failures() {
-        assert_eq!(score(json!({"test_keys": {"body_length_match": true, "headers_match": true}})), init_scores());
-        assert_eq!(score(json!({"test_keys": {"body_length_match": false, "headers_match": true}}))["blocking_general"], json!(1.0));
-        assert_eq!(score(json!({"test_keys": {"body_length_match": true}}))["accuracy"], json!(0.0));
-        let s = score(json!({"experiment_failure": "x", "test_keys": {"body_length_match": true, "headers_match": true}}));
+        assert_eq!(
+            score(json!({"test_keys": {"body_length_match": true, "headers_match": true}})),
+            init_scores()
+        );
+        assert_eq!(
+            score(json!({"test_keys": {"body_length_match": false, "headers_match": true}}))
+                ["blocking_general"],
+            json!(1.0)
+        );
+        assert_eq!(
+            score(json!({"test_keys": {"body_length_match": true}}))["accuracy"],
+            json!(0.0)
+        );
+        let s = score(
+            json!({"experiment_failure": "x", "test_keys": {"body_length_match": true, "headers_match": true}}),
+        );
         assert_eq!(s["accuracy"], json!(0.0));
         // failure inside test_keys is not looked at (OONI's behaviour)
-        let s = score(json!({"test_keys": {"experiment_failure": "x", "body_length_match": true, "headers_match": true}}));
+        let s = score(
+            json!({"test_keys": {"experiment_failure": "x", "body_length_match": true, "headers_match": true}}),
+        );
         assert!(s.get("accuracy").is_none());
     }
 }

@@ -16,7 +16,9 @@ impl Scorer for Meek {
     fn score(msm: &Value, _host: &dyn Host) -> Result<Scores, String> {
         let mut scores = init_scores();
         let tk = test_keys(msm)?;
-        let tko = tk.as_object().ok_or_else(|| format!("test_keys is a {}", kind(&tk)))?;
+        let tko = tk
+            .as_object()
+            .ok_or_else(|| format!("test_keys is a {}", kind(&tk)))?;
         let requests = iter_items(tko.get("requests").filter(|r| truthy(r)), "requests")?;
         if requests.is_empty() {
             scores.insert("blocking_general".into(), Value::from(1.0));
@@ -27,7 +29,9 @@ impl Scorer for Meek {
         let empty = Value::Object(Map::new());
         let mut blocking = 0.0;
         for r in requests {
-            let r = r.as_object().ok_or_else(|| format!("a request is a {}", kind(r)))?;
+            let r = r
+                .as_object()
+                .ok_or_else(|| format!("a request is a {}", kind(r)))?;
             let resp = match r.get("response") {
                 None => &empty,
                 Some(Value::Null) => {
@@ -36,8 +40,13 @@ impl Scorer for Meek {
                 }
                 Some(resp) => resp,
             };
-            let resp = resp.as_object().ok_or_else(|| format!("response is a {}", kind(resp)))?;
-            if !py_eq(resp.get("code").unwrap_or(&Value::from(0)), &Value::from(200)) {
+            let resp = resp
+                .as_object()
+                .ok_or_else(|| format!("response is a {}", kind(resp)))?;
+            if !py_eq(
+                resp.get("code").unwrap_or(&Value::from(0)),
+                &Value::from(200),
+            ) {
                 scores.insert("blocking_general".into(), Value::from(1.0));
                 return Ok(scores);
             }
@@ -48,12 +57,19 @@ impl Scorer for Meek {
                 Some(Value::Array(list)) => {
                     let mut found = None;
                     for item in list.iter().filter(|i| truthy(i)) {
-                        let pair = item.as_array().ok_or_else(|| format!("a header is a {}", kind(item)))?;
+                        let pair = item
+                            .as_array()
+                            .ok_or_else(|| format!("a header is a {}", kind(item)))?;
                         let name = pair.first().ok_or("empty header pair")?;
                         let values = pair.get(1).ok_or("header pair without values")?;
                         let first = match values {
                             Value::Array(v) => v.first().cloned().ok_or("empty header values")?,
-                            Value::String(s) => Value::String(s.chars().next().map(String::from).ok_or("empty header value")?),
+                            Value::String(s) => Value::String(
+                                s.chars()
+                                    .next()
+                                    .map(String::from)
+                                    .ok_or("empty header value")?,
+                            ),
                             other => return Err(format!("header values are a {}", kind(other))),
                         };
                         if name.as_str() == Some("Server") {
@@ -65,7 +81,9 @@ impl Scorer for Meek {
                 Some(other) => return Err(format!("headers is a {}", kind(other))),
             };
             let server = server.unwrap_or(Value::from(""));
-            let server = server.as_str().ok_or_else(|| format!("the Server header is a {}", kind(&server)))?;
+            let server = server
+                .as_str()
+                .ok_or_else(|| format!("the Server header is a {}", kind(&server)))?;
             if !server.starts_with("ECAcc ") {
                 blocking += 0.5;
                 scores.insert("blocking_general".into(), Value::from(blocking));
@@ -90,11 +108,26 @@ mod tests {
     fn fronted_requests() {
         let ok = json!({"response": {"code": 200, "headers": {"Server": "ECAcc (abc)"}}});
         let other = json!({"response": {"code": 200, "headers": [["Server", ["nginx"]]]}});
-        assert_eq!(score(json!({"requests": [ok.clone(), ok.clone()]})), init_scores());
-        assert_eq!(score(json!({"requests": [ok.clone(), other.clone()]}))["blocking_general"], json!(0.5));
-        assert_eq!(score(json!({"requests": [other.clone(), other]}))["blocking_general"], json!(1.0));
-        assert_eq!(score(json!({"requests": [{"response": {"code": 403}}]}))["blocking_general"], json!(1.0));
-        assert_eq!(score(json!({"requests": [{"response": null}]}))["blocking_general"], json!(1.0));
+        assert_eq!(
+            score(json!({"requests": [ok.clone(), ok.clone()]})),
+            init_scores()
+        );
+        assert_eq!(
+            score(json!({"requests": [ok.clone(), other.clone()]}))["blocking_general"],
+            json!(0.5)
+        );
+        assert_eq!(
+            score(json!({"requests": [other.clone(), other]}))["blocking_general"],
+            json!(1.0)
+        );
+        assert_eq!(
+            score(json!({"requests": [{"response": {"code": 403}}]}))["blocking_general"],
+            json!(1.0)
+        );
+        assert_eq!(
+            score(json!({"requests": [{"response": null}]}))["blocking_general"],
+            json!(1.0)
+        );
         let s = score(json!({}));
         assert_eq!(s["accuracy"], json!(0));
         assert!(s["accuracy"].is_i64());

@@ -61,7 +61,10 @@ mod tests {
         assert_eq!(decode("aGVsbG8gd29ybGQ=").unwrap(), b"hello world");
         assert_eq!(decode("aGVs\nbG8=").unwrap(), b"hello");
         assert_eq!(decode("").unwrap(), b"");
-        assert!(decode("aGk").is_err(), "OONI's web_connectivity_b64_incorrect case");
+        assert!(
+            decode("aGk").is_err(),
+            "OONI's web_connectivity_b64_incorrect case"
+        );
         assert!(decode("a").is_err());
         assert!(decode("é").is_err());
     }

@@ -13,7 +13,11 @@ pub struct NotAnObject {
 
 impl std::fmt::Display for NotAnObject {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "cannot read key `{}` from a JSON {}", self.key, self.found)
+        write!(
+            f,
+            "cannot read key `{}` from a JSON {}",
+            self.key, self.found
+        )
     }
 }
 
@@ -77,7 +81,9 @@ pub fn py_eq(a: &Value, b: &Value) -> bool {
         }
     }
     match (a, b) {
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| py_eq(p, q)),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| py_eq(p, q))
+        }
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| py_eq(v, w)))
         }

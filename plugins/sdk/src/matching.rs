@@ -24,17 +24,25 @@ impl From<String> for MatchError {
 
 /// Looks one HTTP response up: its body (base64 bodies decoded first; any other
 /// object body skipped), then its headers.
-pub fn match_response(resp: &Value, host: &dyn Host, matches: &mut Vec<FingerprintMatch>) -> Result<(), MatchError> {
+pub fn match_response(
+    resp: &Value,
+    host: &dyn Host,
+    matches: &mut Vec<FingerprintMatch>,
+) -> Result<(), MatchError> {
     let resp = resp
         .as_object()
         .ok_or_else(|| MatchError::Other(format!("response is a {}", kind(resp))))?;
     match resp.get("body") {
         None | Some(Value::Null) => {}
         Some(Value::Object(body)) => {
-            if body.contains_key("data") && body.get("format").and_then(Value::as_str) == Some("base64") {
+            if body.contains_key("data")
+                && body.get("format").and_then(Value::as_str) == Some("base64")
+            {
                 let data = match &body["data"] {
                     Value::String(s) => s,
-                    other => return Err(MatchError::Other(format!("body data is a {}", kind(other)))),
+                    other => {
+                        return Err(MatchError::Other(format!("body data is a {}", kind(other))))
+                    }
                 };
                 let bytes = b64::decode(data).map_err(MatchError::Base64)?;
                 matches.extend(host.match_http_body(&bytes));
@@ -48,7 +56,9 @@ pub fn match_response(resp: &Value, host: &dyn Host, matches: &mut Vec<Fingerpri
             let json = Value::Object(h.clone()).to_string();
             matches.extend(host.match_http_headers(&json));
         }
-        Some(v) if crate::truthy(v) => return Err(MatchError::Other(format!("headers is a {}", kind(v)))),
+        Some(v) if crate::truthy(v) => {
+            return Err(MatchError::Other(format!("headers is a {}", kind(v))))
+        }
         _ => {}
     }
     Ok(())
@@ -70,14 +80,22 @@ pub fn is_confirmed(probe_cc: &str, fp: &FingerprintMatch) -> bool {
         .get("expected_countries")
         .and_then(Value::as_array)
         .is_some_and(|cs| cs.iter().any(|c| c.as_str() == Some(probe_cc)));
-    (probe_cc != "ZZ" && in_countries) || matches!(fp.get("scope").and_then(Value::as_str), Some("isp" | "nat"))
+    (probe_cc != "ZZ" && in_countries)
+        || matches!(fp.get("scope").and_then(Value::as_str), Some("isp" | "nat"))
 }
 
 /// Records the matches in `scores.fingerprints` and sets `blocking_<locality>` and
 /// `confirmed` for each confirming one.
-pub fn record_matches(msm: &Value, matches: &[FingerprintMatch], scores: &mut Scores) -> Result<(), String> {
+pub fn record_matches(
+    msm: &Value,
+    matches: &[FingerprintMatch],
+    scores: &mut Scores,
+) -> Result<(), String> {
     if !matches.is_empty() {
-        scores.insert("fingerprints".into(), Value::Array(matches.iter().cloned().map(Value::Object).collect()));
+        scores.insert(
+            "fingerprints".into(),
+            Value::Array(matches.iter().cloned().map(Value::Object).collect()),
+        );
     }
     let probe_cc = match crate::g_or(msm, "probe_cc").map_err(|e| e.to_string())? {
         None => "ZZ".to_owned(),

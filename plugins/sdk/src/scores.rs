@@ -72,9 +72,16 @@ mod tests {
 
     #[test]
     fn unknown_failures_are_found_only_at_the_top_level() {
-        assert!(detect_unknown_failure(&json!({"http_experiment_failure": "unknown_failure x"})).unwrap());
-        assert!(!detect_unknown_failure(&json!({"x_failure": null, "y": "unknown_failure"})).unwrap());
-        assert!(!detect_unknown_failure(&json!({"nested": {"a_failure": "unknown_failure"}})).unwrap());
+        assert!(
+            detect_unknown_failure(&json!({"http_experiment_failure": "unknown_failure x"}))
+                .unwrap()
+        );
+        assert!(
+            !detect_unknown_failure(&json!({"x_failure": null, "y": "unknown_failure"})).unwrap()
+        );
+        assert!(
+            !detect_unknown_failure(&json!({"nested": {"a_failure": "unknown_failure"}})).unwrap()
+        );
         assert!(detect_unknown_failure(&json!({"a_failure": 3})).is_err());
     }
 

@@ -113,7 +113,10 @@ fn host_match(kind: i32, a: &[u8]) -> Vec<FingerprintMatch> {
     if packed == 0 {
         return Vec::new();
     }
-    let (ptr, len) = ((packed as u64 >> 32) as i32, (packed as u64 & 0xffff_ffff) as i32);
+    let (ptr, len) = (
+        (packed as u64 >> 32) as i32,
+        (packed as u64 & 0xffff_ffff) as i32,
+    );
     // SAFETY: the host filled a buffer it got from `ooni_alloc(len)`.
     let bytes = unsafe { Owned::new(ptr, len) };
     serde_json::from_slice(bytes.bytes()).unwrap_or_default()

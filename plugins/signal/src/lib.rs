@@ -23,9 +23,18 @@ fn parse_time(s: &str) -> Option<(u32, u32, u32, u32, u32, u32)> {
         return None;
     }
     let num = |x: &str, max: usize| -> Option<u32> {
-        (!x.is_empty() && x.len() <= max && x.bytes().all(|b| b.is_ascii_digit())).then(|| x.parse().ok()).flatten()
+        (!x.is_empty() && x.len() <= max && x.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| x.parse().ok())
+            .flatten()
     };
-    let v = (num(d[0], 4)?, num(d[1], 2)?, num(d[2], 2)?, num(t[0], 2)?, num(t[1], 2)?, num(t[2], 2)?);
+    let v = (
+        num(d[0], 4)?,
+        num(d[1], 2)?,
+        num(d[2], 2)?,
+        num(t[0], 2)?,
+        num(t[1], 2)?,
+        num(t[2], 2)?,
+    );
     let ok = (1..=12).contains(&v.1) && (1..=31).contains(&v.2) && v.3 < 24 && v.4 < 60 && v.5 < 60;
     ok.then_some(v)
 }
@@ -65,15 +74,23 @@ fn trusted(msm: &Value) -> Option<()> {
 }
 
 impl Scorer for Signal {
-    const INFO: Info = Info { name: "signal", version: "0.92.0", test_names: &["signal"] };
+    const INFO: Info = Info {
+        name: "signal",
+        version: "0.92.0",
+        test_names: &["signal"],
+    };
 
     fn score(msm: &Value, _host: &dyn Host) -> Result<Scores, String> {
         let mut scores = init_scores();
         let tk = test_keys(msm)?;
-        let tko = tk.as_object().ok_or_else(|| format!("test_keys is a {}", kind(&tk)))?;
+        let tko = tk
+            .as_object()
+            .ok_or_else(|| format!("test_keys is a {}", kind(&tk)))?;
         // Missing keys count as failures.
         let yes = Value::Bool(true);
-        if truthy(tko.get("failed_operation").unwrap_or(&yes)) || truthy(tko.get("failure").unwrap_or(&yes)) {
+        if truthy(tko.get("failed_operation").unwrap_or(&yes))
+            || truthy(tko.get("failure").unwrap_or(&yes))
+        {
             scores.insert("accuracy".into(), Value::from(0.0));
         }
         if trusted(msm).is_none() {
@@ -85,7 +102,12 @@ impl Scorer for Signal {
             Some("blocked") => {
                 scores.insert("blocking_general".into(), Value::from(1.0));
                 let mut analysis = Map::new();
-                analysis.insert("signal_backend_failure".into(), tko.get("signal_backend_failure").cloned().unwrap_or(Value::Null));
+                analysis.insert(
+                    "signal_backend_failure".into(),
+                    tko.get("signal_backend_failure")
+                        .cloned()
+                        .unwrap_or(Value::Null),
+                );
                 scores.insert("analysis".into(), Value::Object(analysis));
             }
             _ => {
@@ -114,7 +136,10 @@ mod tests {
     #[test]
     fn blocked_and_ok() {
         let ok = json!({"failed_operation": null, "failure": null, "signal_backend_status": "ok"});
-        assert_eq!(score(msm("0.2.5", "2024-01-01 00:00:00", "3.20.0", ok)), init_scores());
+        assert_eq!(
+            score(msm("0.2.5", "2024-01-01 00:00:00", "3.20.0", ok)),
+            init_scores()
+        );
         let blocked = json!({"failed_operation": "x", "failure": "y", "signal_backend_status": "blocked", "signal_backend_failure": "eof"});
         let s = score(msm("0.2.5", "2024-01-01 00:00:00", "3.20.0", blocked));
         assert_eq!(s["blocking_general"], json!(1.0));
@@ -132,15 +157,32 @@ mod tests {
             ("0.2.5", "2023-05-02 00:00:00", "3.16.0-alpha"),
             ("x.y", "2020-01-01 00:00:00", "3.20.0"),
         ] {
-            assert_eq!(score(msm(tv, start, ev, ok.clone()))["accuracy"], json!(0.0), "{tv} {start} {ev}");
+            assert_eq!(
+                score(msm(tv, start, ev, ok.clone()))["accuracy"],
+                json!(0.0),
+                "{tv} {start} {ev}"
+            );
         }
-        assert!(score(msm("0.2.3", "2023-11-06 23:59:59", "3.20.0", ok.clone())).get("accuracy").is_none());
-        assert_eq!(score(json!({"test_keys": ok}))["accuracy"], json!(0.0), "no start time");
+        assert!(
+            score(msm("0.2.3", "2023-11-06 23:59:59", "3.20.0", ok.clone()))
+                .get("accuracy")
+                .is_none()
+        );
+        assert_eq!(
+            score(json!({"test_keys": ok}))["accuracy"],
+            json!(0.0),
+            "no start time"
+        );
     }
 
     #[test]
     fn missing_keys_count_as_failures() {
-        let s = score(msm("0.2.5", "2024-01-01 00:00:00", "3.20.0", json!({"signal_backend_status": "ok"})));
+        let s = score(msm(
+            "0.2.5",
+            "2024-01-01 00:00:00",
+            "3.20.0",
+            json!({"signal_backend_status": "ok"}),
+        ));
         assert_eq!(s["accuracy"], json!(0.0));
     }
 }

@@ -33,6 +33,9 @@ fn label_number(rest: &str) -> (u64, &str) {
     }
 }
 
+/// (release, pre-release, post-release, dev-release), each with its "absent" rank.
+type SortKey = (Vec<u64>, (i8, u8, u64), (i8, u64), (i8, u64));
+
 impl Version {
     pub fn parse(s: &str) -> Option<Version> {
         let s = s.trim().to_ascii_lowercase();
@@ -53,7 +56,16 @@ impl Version {
             }
         }
         let mut pre = None;
-        let labels: [(&str, u8); 8] = [("alpha", 0), ("beta", 1), ("preview", 2), ("pre", 2), ("rc", 2), ("a", 0), ("b", 1), ("c", 2)];
+        let labels: [(&str, u8); 8] = [
+            ("alpha", 0),
+            ("beta", 1),
+            ("preview", 2),
+            ("pre", 2),
+            ("rc", 2),
+            ("a", 0),
+            ("b", 1),
+            ("c", 2),
+        ];
         let r = strip_sep(rest);
         if let Some((label, kind)) = labels.iter().find(|(l, _)| r.starts_with(l)) {
             let (n, after) = label_number(&r[label.len()..]);
@@ -61,7 +73,10 @@ impl Version {
             rest = after;
         }
         let mut post = None;
-        if let Some(a) = rest.strip_prefix('-').filter(|a| a.starts_with(|c: char| c.is_ascii_digit())) {
+        if let Some(a) = rest
+            .strip_prefix('-')
+            .filter(|a| a.starts_with(|c: char| c.is_ascii_digit()))
+        {
             let (n, after) = split_number(a);
             post = Some(n.parse().ok()?);
             rest = after;
@@ -81,7 +96,11 @@ impl Version {
             rest = after;
         }
         if let Some(local) = rest.strip_prefix('+') {
-            if local.is_empty() || !local.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_') {
+            if local.is_empty()
+                || !local
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
+            {
                 return None;
             }
             rest = "";
@@ -92,11 +111,16 @@ impl Version {
         while release.len() > 1 && release.last() == Some(&0) {
             release.pop();
         }
-        Some(Version { release, pre, post, dev })
+        Some(Version {
+            release,
+            pre,
+            post,
+            dev,
+        })
     }
 
     /// PEP 440's sort key: a dev-only release sorts before its pre-releases.
-    fn key(&self) -> (Vec<u64>, (i8, u8, u64), (i8, u64), (i8, u64)) {
+    fn key(&self) -> SortKey {
         let pre = match (self.pre, self.post, self.dev) {
             (None, None, Some(_)) => (-1, 0, 0),
             (None, _, _) => (1, 0, 0),
@@ -118,8 +142,16 @@ impl Ord for Version {
     fn cmp(&self, other: &Self) -> Ordering {
         let (a, b) = (self.key(), other.key());
         let len = a.0.len().max(b.0.len());
-        let pad = |r: &Vec<u64>| (0..len).map(|i| r.get(i).copied().unwrap_or(0)).collect::<Vec<_>>();
-        pad(&a.0).cmp(&pad(&b.0)).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)).then(a.3.cmp(&b.3))
+        let pad = |r: &Vec<u64>| {
+            (0..len)
+                .map(|i| r.get(i).copied().unwrap_or(0))
+                .collect::<Vec<_>>()
+        };
+        pad(&a.0)
+            .cmp(&pad(&b.0))
+            .then(a.1.cmp(&b.1))
+            .then(a.2.cmp(&b.2))
+            .then(a.3.cmp(&b.3))
     }
 }
 

@@ -2,7 +2,9 @@
 //! endpoints plus failed HTTP requests plus a blocked web client, from 0 to 3.
 
 use ooni_scorer_sdk::getters::{g_or, iter_items, kind};
-use ooni_scorer_sdk::{extract_tcp_connect, init_scores, test_keys, Host, Info, Scorer, Scores, Value};
+use ooni_scorer_sdk::{
+    extract_tcp_connect, init_scores, test_keys, Host, Info, Scorer, Scores, Value,
+};
 
 pub struct Telegram;
 
@@ -27,7 +29,9 @@ impl Scorer for Telegram {
         let mut web_failure = Value::Null;
         let requests = g_or(&tk, "requests").map_err(|e| e.to_string())?;
         for r in iter_items(requests, "requests")? {
-            let r = r.as_object().ok_or_else(|| format!("a request is a {}", kind(r)))?;
+            let r = r
+                .as_object()
+                .ok_or_else(|| format!("a request is a {}", kind(r)))?;
             // A missing `request` or `url` is a known probe bug: no score.
             let url = match r.get("request") {
                 None => None,
@@ -118,7 +122,17 @@ mod tests {
         assert_eq!(s["http_failure_cnt"], json!(1));
         assert_eq!(s["msg"], json!("failure: eof_error"));
         let keys: Vec<&String> = s.keys().collect();
-        assert_eq!(keys[5..], ["web_failure", "accessible_endpoints", "unreachable_endpoints", "http_success_cnt", "http_failure_cnt", "msg"]);
+        assert_eq!(
+            keys[5..],
+            [
+                "web_failure",
+                "accessible_endpoints",
+                "unreachable_endpoints",
+                "http_success_cnt",
+                "http_failure_cnt",
+                "msg"
+            ]
+        );
     }
 
     #[test]
@@ -126,6 +140,10 @@ mod tests {
         let s = score(json!({"requests": [{"request": {}, "failure": null}]}));
         assert_eq!(s["accuracy"], json!(0.0));
         assert_eq!(s.len(), 6);
-        assert!(Telegram::score(&json!({"test_keys": {"requests": [{"request": {"url": "x"}}]}}), &NoFingerprints).is_err());
+        assert!(Telegram::score(
+            &json!({"test_keys": {"requests": [{"request": {"url": "x"}}]}}),
+            &NoFingerprints
+        )
+        .is_err());
     }
 }

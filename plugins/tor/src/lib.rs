@@ -7,12 +7,18 @@ use ooni_scorer_sdk::{init_scores, test_keys, Host, Info, Map, Scorer, Scores, V
 pub struct Tor;
 
 impl Scorer for Tor {
-    const INFO: Info = Info { name: "tor", version: "0.92.0", test_names: &["tor"] };
+    const INFO: Info = Info {
+        name: "tor",
+        version: "0.92.0",
+        test_names: &["tor"],
+    };
 
     fn score(msm: &Value, _host: &dyn Host) -> Result<Scores, String> {
         let mut scores = init_scores();
         let tk = test_keys(msm)?;
-        let tko = tk.as_object().ok_or_else(|| format!("test_keys is a {}", kind(&tk)))?;
+        let tko = tk
+            .as_object()
+            .ok_or_else(|| format!("test_keys is a {}", kind(&tk)))?;
         let targets = match tko.get("targets") {
             Some(t) if truthy(t) => t,
             // Missing, empty, or a list (early probes): no score.
@@ -41,17 +47,25 @@ impl Scorer for Tor {
             match &d["failure"] {
                 Value::Bool(false) => {}
                 Value::Null => success += 1,
-                Value::String(s) if s.is_empty() => return Err("a target failed with an empty failure".into()),
+                Value::String(s) if s.is_empty() => {
+                    return Err("a target failed with an empty failure".into())
+                }
                 _ => blocked += 1,
             }
         }
         if blocked + success > 0 {
-            scores.insert("blocking_general".into(), Value::from(blocked as f64 / (blocked + success) as f64));
+            scores.insert(
+                "blocking_general".into(),
+                Value::from(blocked as f64 / (blocked + success) as f64),
+            );
         } else {
             scores.insert("accuracy".into(), Value::from(0.0));
         }
         let mut extra = Map::new();
-        extra.insert("test_runtime".into(), msm.get("test_runtime").cloned().unwrap_or(Value::Null));
+        extra.insert(
+            "test_runtime".into(),
+            msm.get("test_runtime").cloned().unwrap_or(Value::Null),
+        );
         scores.insert("extra".into(), Value::Object(extra));
         Ok(scores)
     }
@@ -65,7 +79,10 @@ mod tests {
     use ooni_scorer_sdk::{json, NoFingerprints};
 
     fn score(tk: Value) -> Result<Scores, String> {
-        Tor::score(&json!({"test_runtime": 1.5, "test_keys": tk}), &NoFingerprints)
+        Tor::score(
+            &json!({"test_runtime": 1.5, "test_keys": tk}),
+            &NoFingerprints,
+        )
     }
 
     #[test]
@@ -82,7 +99,12 @@ mod tests {
 
     #[test]
     fn unusable_targets() {
-        for tk in [json!({}), json!({"targets": []}), json!({"targets": [1]}), json!({"targets": {"a": {"failure": null}}})] {
+        for tk in [
+            json!({}),
+            json!({"targets": []}),
+            json!({"targets": [1]}),
+            json!({"targets": {"a": {"failure": null}}}),
+        ] {
             let s = score(tk.clone()).unwrap();
             assert_eq!(s["accuracy"], json!(0.0), "{tk}");
             assert!(!s.contains_key("extra"), "{tk}");

@@ -23,18 +23,27 @@ fn py_float(v: &Value) -> Result<f64, String> {
     match v {
         Value::Number(n) => n.as_f64().ok_or("tor_progress is out of range".into()),
         Value::Bool(b) => Ok(f64::from(u8::from(*b))),
-        Value::String(s) => s.trim().parse().map_err(|_| format!("tor_progress {s:?} is not a number")),
+        Value::String(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| format!("tor_progress {s:?} is not a number")),
         other => Err(format!("tor_progress is a {}", kind(other))),
     }
 }
 
 impl Scorer for VanillaTor {
-    const INFO: Info = Info { name: "vanilla_tor", version: "0.92.0", test_names: &["vanilla_tor"] };
+    const INFO: Info = Info {
+        name: "vanilla_tor",
+        version: "0.92.0",
+        test_names: &["vanilla_tor"],
+    };
 
     fn score(msm: &Value, _host: &dyn Host) -> Result<Scores, String> {
         let mut scores = init_scores();
         let tk = test_keys(msm)?;
-        let tko = tk.as_object().ok_or_else(|| format!("test_keys is a {}", kind(&tk)))?;
+        let tko = tk
+            .as_object()
+            .ok_or_else(|| format!("test_keys is a {}", kind(&tk)))?;
         let logs = match tko.get("tor_logs").filter(|v| truthy(v)) {
             Some(l) => Some(l),
             None => tko.get("tor_log").filter(|v| !v.is_null()),
@@ -46,11 +55,15 @@ impl Scorer for VanillaTor {
         if logs_contain(logs, DONE[0])? || logs_contain(logs, DONE[1])? {
             return Ok(scores);
         }
-        let progress = py_float(tko.get("tor_progress").unwrap_or(&Value::from(0)))?.clamp(0.0, 100.0);
+        let progress =
+            py_float(tko.get("tor_progress").unwrap_or(&Value::from(0)))?.clamp(0.0, 100.0);
         if progress == 100.0 {
             return Ok(scores);
         }
-        scores.insert("blocking_general".into(), Value::from(1.0 - progress * 0.004));
+        scores.insert(
+            "blocking_general".into(),
+            Value::from(1.0 - progress * 0.004),
+        );
         Ok(scores)
     }
 }
@@ -68,12 +81,30 @@ mod tests {
 
     #[test]
     fn bootstrap_progress() {
-        assert_eq!(score(json!({"tor_logs": ["x"], "tor_progress": 5})).unwrap()["blocking_general"], json!(0.98));
-        assert_eq!(score(json!({"tor_logs": ["x"], "tor_progress": 100})).unwrap(), init_scores());
-        assert_eq!(score(json!({"tor_logs": ["x"], "tor_progress": 250})).unwrap(), init_scores());
-        assert_eq!(score(json!({"tor_log": "... Bootstrapped 100%: Done ..."})).unwrap(), init_scores());
-        assert_eq!(score(json!({"tor_logs": ["Bootstrapped 100%: Done"]})).unwrap(), init_scores());
-        assert_eq!(score(json!({"tor_logs": ["x"]})).unwrap()["blocking_general"], json!(1.0));
+        assert_eq!(
+            score(json!({"tor_logs": ["x"], "tor_progress": 5})).unwrap()["blocking_general"],
+            json!(0.98)
+        );
+        assert_eq!(
+            score(json!({"tor_logs": ["x"], "tor_progress": 100})).unwrap(),
+            init_scores()
+        );
+        assert_eq!(
+            score(json!({"tor_logs": ["x"], "tor_progress": 250})).unwrap(),
+            init_scores()
+        );
+        assert_eq!(
+            score(json!({"tor_log": "... Bootstrapped 100%: Done ..."})).unwrap(),
+            init_scores()
+        );
+        assert_eq!(
+            score(json!({"tor_logs": ["Bootstrapped 100%: Done"]})).unwrap(),
+            init_scores()
+        );
+        assert_eq!(
+            score(json!({"tor_logs": ["x"]})).unwrap()["blocking_general"],
+            json!(1.0)
+        );
         assert_eq!(score(json!({})).unwrap()["accuracy"], json!(0.0));
         assert!(score(json!({"tor_logs": ["x"], "tor_progress": null})).is_err());
     }

@@ -3,12 +3,19 @@
 
 use ooni_scorer_sdk::getters::{g_or, iter_items, kind, py_eq};
 use ooni_scorer_sdk::matching::{match_response, record_matches, MatchError};
-use ooni_scorer_sdk::{detect_unknown_failure, init_scores, test_keys, FingerprintMatch, Host, Info, Scorer, Scores, Value};
+use ooni_scorer_sdk::{
+    detect_unknown_failure, init_scores, test_keys, FingerprintMatch, Host, Info, Scorer, Scores,
+    Value,
+};
 
 pub struct WebConnectivity;
 
-fn as_object<'a>(v: &'a Value, what: &str) -> Result<&'a ooni_scorer_sdk::Map<String, Value>, String> {
-    v.as_object().ok_or_else(|| format!("{what} is a {}, not an object", kind(v)))
+fn as_object<'a>(
+    v: &'a Value,
+    what: &str,
+) -> Result<&'a ooni_scorer_sdk::Map<String, Value>, String> {
+    v.as_object()
+        .ok_or_else(|| format!("{what} is a {}, not an object", kind(v)))
 }
 
 /// DNS answers first, then for each request its body and its headers, each in the
@@ -26,9 +33,9 @@ fn match_fingerprints(msm: &Value, host: &dyn Host) -> Result<Vec<FingerprintMat
     for q in iter_items(queries, "queries")? {
         let answers = g_or(q, "answers").map_err(|e| e.to_string())?;
         for answer in iter_items(answers, "answers")? {
-            let addr = answer.as_object().and_then(|a| {
-                ["ipv4", "hostname", "ipv6"].iter().find_map(|k| a.get(*k))
-            });
+            let addr = answer
+                .as_object()
+                .and_then(|a| ["ipv4", "hostname", "ipv6"].iter().find_map(|k| a.get(*k)));
             if let Some(Value::String(addr)) = addr {
                 matches.extend(host.match_dns(addr));
             }
@@ -69,7 +76,9 @@ fn score_with(msm: &Value, matches: &[FingerprintMatch]) -> Result<Scores, Strin
         return Ok(scores);
     }
     match tk.get("blocking") {
-        Some(Value::String(b)) if matches!(b.as_str(), "tcp_ip" | "dns" | "http-diff" | "http-failure") => {
+        Some(Value::String(b))
+            if matches!(b.as_str(), "tcp_ip" | "dns" | "http-diff" | "http-failure") =>
+        {
             scores.insert("blocking_general".into(), Value::from(1.0));
             let mut analysis = ooni_scorer_sdk::Map::new();
             analysis.insert("blocking_type".into(), Value::String(b.clone()));
@@ -147,18 +156,30 @@ mod tests {
 
     #[test]
     fn probe_verdicts() {
-        assert_eq!(score(json!({"probe_cc": "IT", "test_keys": {"blocking": false}})), zeros());
+        assert_eq!(
+            score(json!({"probe_cc": "IT", "test_keys": {"blocking": false}})),
+            zeros()
+        );
         assert_eq!(
             score(json!({"probe_cc": "IT", "test_keys": {"blocking": "dns"}})),
             with(json!({"blocking_general": 1.0, "analysis": {"blocking_type": "dns"}}))
         );
-        assert_eq!(score(json!({"probe_cc": "IT", "test_keys": {"blocking": null}})), with(json!({"accuracy": 0.0})));
-        assert_eq!(score(json!({"probe_cc": "IT", "test_keys": null})), with(json!({"accuracy": 0.0})));
+        assert_eq!(
+            score(json!({"probe_cc": "IT", "test_keys": {"blocking": null}})),
+            with(json!({"accuracy": 0.0}))
+        );
+        assert_eq!(
+            score(json!({"probe_cc": "IT", "test_keys": null})),
+            with(json!({"accuracy": 0.0}))
+        );
         assert_eq!(
             score(json!({"probe_cc": "IT", "test_keys": {"blocking": true}})),
             with(json!({"analysis": {"msg": "Unsupported blocking type"}, "accuracy": 0.0}))
         );
-        assert_eq!(score(json!({"probe_cc": "IT", "test_keys": {"blocking": 0}})), zeros());
+        assert_eq!(
+            score(json!({"probe_cc": "IT", "test_keys": {"blocking": 0}})),
+            zeros()
+        );
     }
 
     #[test]
@@ -167,10 +188,13 @@ mod tests {
             score(json!({"probe_cc": "IT", "test_keys": {"blocking": "dns", "title_match": "x"}})),
             with(json!({"accuracy": 0.0}))
         );
-        let s = score(json!({"probe_cc": "IT", "test_keys": {"blocking": "http-failure", "http_experiment_failure": "unknown_failure: x"}}));
+        let s = score(
+            json!({"probe_cc": "IT", "test_keys": {"blocking": "http-failure", "http_experiment_failure": "unknown_failure: x"}}),
+        );
         assert_eq!(s["accuracy"], json!(0.0));
         assert_eq!(s["blocking_general"], json!(1.0));
-        let s = score(json!({"probe_cc": "IT", "test_keys": {"blocking": false, "accessible": null}}));
+        let s =
+            score(json!({"probe_cc": "IT", "test_keys": {"blocking": false, "accessible": null}}));
         assert_eq!(s["accuracy"], json!(0.0));
     }
 

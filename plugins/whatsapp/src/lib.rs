@@ -2,7 +2,10 @@
 //! and the registration server must be reachable, and at least one endpoint.
 
 use ooni_scorer_sdk::getters::{iter_items, kind, py_eq, truthy};
-use ooni_scorer_sdk::{detect_unknown_failure, extract_tcp_connect, init_scores, test_keys, Host, Info, Map, Scorer, Scores, Value};
+use ooni_scorer_sdk::{
+    detect_unknown_failure, extract_tcp_connect, init_scores, test_keys, Host, Info, Map, Scorer,
+    Scores, Value,
+};
 
 pub struct Whatsapp;
 
@@ -19,16 +22,25 @@ fn require_report_id(msm: &Value) -> Result<(), String> {
 }
 
 impl Scorer for Whatsapp {
-    const INFO: Info = Info { name: "whatsapp", version: "0.92.0", test_names: &["whatsapp"] };
+    const INFO: Info = Info {
+        name: "whatsapp",
+        version: "0.92.0",
+        test_names: &["whatsapp"],
+    };
 
     fn score(msm: &Value, _host: &dyn Host) -> Result<Scores, String> {
         let tk = test_keys(msm)?;
-        let tko = tk.as_object().ok_or_else(|| format!("test_keys is a {}", kind(&tk)))?;
+        let tko = tk
+            .as_object()
+            .ok_or_else(|| format!("test_keys is a {}", kind(&tk)))?;
         let mut scores = init_scores();
         if detect_unknown_failure(&tk)? {
             scores.insert("accuracy".into(), Value::from(0.0));
         }
-        let web_failure = tko.get("whatsapp_web_failure").cloned().unwrap_or(Value::from(""));
+        let web_failure = tko
+            .get("whatsapp_web_failure")
+            .cloned()
+            .unwrap_or(Value::from(""));
         let ascii_bug = "unknown_failure 'ascii' co";
         let has_ascii_bug = truthy(&web_failure)
             && match &web_failure {
@@ -48,7 +60,9 @@ impl Scorer for Whatsapp {
         };
         let (mut webapp, mut registration) = (None, None);
         for r in iter_items(Some(requests), "requests")? {
-            let r = r.as_object().ok_or_else(|| format!("a request is a {}", kind(r)))?;
+            let r = r
+                .as_object()
+                .ok_or_else(|| format!("a request is a {}", kind(r)))?;
             let url = match r.get("request") {
                 None => Value::from(""),
                 Some(Value::Object(req)) => req.get("url").cloned().unwrap_or(Value::from("")),
@@ -58,7 +72,11 @@ impl Scorer for Whatsapp {
                 Some("https://web.whatsapp.com/") => {
                     // A missing failure key counts as a failure here…
                     let f = r.get("failure").cloned().unwrap_or(Value::Bool(true));
-                    webapp = Some([Value::Null, Value::from(""), Value::Bool(false)].iter().any(|ok| py_eq(&f, ok)));
+                    webapp = Some(
+                        [Value::Null, Value::from(""), Value::Bool(false)]
+                            .iter()
+                            .any(|ok| py_eq(&f, ok)),
+                    );
                 }
                 Some("https://v.whatsapp.net/v2/register") => {
                     // …and as a success here.
@@ -81,9 +99,15 @@ impl Scorer for Whatsapp {
             scores.insert("blocking_general".into(), Value::from(1.0));
         }
         let mut analysis = Map::new();
-        analysis.insert("registration_server_accessible".into(), Value::Bool(registration));
+        analysis.insert(
+            "registration_server_accessible".into(),
+            Value::Bool(registration),
+        );
         analysis.insert("whatsapp_web_accessible".into(), Value::Bool(webapp));
-        analysis.insert("whatsapp_endpoints_accessible".into(), Value::Bool(accessible > 0));
+        analysis.insert(
+            "whatsapp_endpoints_accessible".into(),
+            Value::Bool(accessible > 0),
+        );
         scores.insert("analysis".into(), Value::Object(analysis));
         Ok(scores)
     }
@@ -111,19 +135,28 @@ mod tests {
     fn branches() {
         assert_eq!(score(json!({}))["accuracy"], json!(0.0));
         assert_eq!(score(json!({"requests": []}))["accuracy"], json!(0.0));
-        assert_eq!(score(json!({"requests": [{"request": {"url": "x"}}]}))["accuracy"], json!(0.0));
+        assert_eq!(
+            score(json!({"requests": [{"request": {"url": "x"}}]}))["accuracy"],
+            json!(0.0)
+        );
         let s = score(json!({"requests": reqs(json!("eof"), json!(null))}));
         assert_eq!(s["blocking_general"], json!(1.0));
         assert!(s.get("analysis").is_none());
-        let s = score(json!({"requests": reqs(json!(null), json!(null)), "tcp_connect": [{"status": {"success": false}}]}));
+        let s = score(
+            json!({"requests": reqs(json!(null), json!(null)), "tcp_connect": [{"status": {"success": false}}]}),
+        );
         assert_eq!(s["blocking_general"], json!(1.0));
         assert_eq!(s["analysis"]["whatsapp_endpoints_accessible"], json!(false));
-        let s = score(json!({"requests": reqs(json!(""), json!(null)), "tcp_connect": [{"status": {"success": true}}]}));
+        let s = score(
+            json!({"requests": reqs(json!(""), json!(null)), "tcp_connect": [{"status": {"success": true}}]}),
+        );
         assert_eq!(s["blocking_general"], json!(0.0));
         assert!(s.get("accuracy").is_none());
         let s = score(json!({"requests": reqs(json!(null), json!(null))}));
         assert_eq!(s["accuracy"], json!(0.0));
-        let s = score(json!({"whatsapp_web_failure": "unknown_failure 'ascii' codec", "requests": reqs(json!(null), json!(null))}));
+        let s = score(
+            json!({"whatsapp_web_failure": "unknown_failure 'ascii' codec", "requests": reqs(json!(null), json!(null))}),
+        );
         assert_eq!(s["accuracy"], json!(0.0));
         assert!(s.get("analysis").is_none());
     }
@@ -131,6 +164,9 @@ mod tests {
     #[test]
     fn a_missing_web_failure_key_means_not_accessible() {
         let r = json!([{"request": {"url": "https://web.whatsapp.com/"}}, {"request": {"url": "https://v.whatsapp.net/v2/register"}}]);
-        assert_eq!(score(json!({"requests": r}))["blocking_general"], json!(1.0));
+        assert_eq!(
+            score(json!({"requests": r}))["blocking_general"],
+            json!(1.0)
+        );
     }
 }
