@@ -54,7 +54,7 @@ impl Scorer for Hhfm {
         let first = match tk.as_object().and_then(|o| o.get("requests")) {
             Some(Value::Array(a)) if !a.is_empty() => &a[0],
             Some(Value::String(_)) => return Err("requests is a string".into()),
-            _ if !tk.is_object() => return Err(format!("test_keys is a {}", kind(&tk))),
+            _ if !tk.is_object() => return Err(format!("test_keys is a {}", kind(tk))),
             _ => return no_score(scores),
         };
         let first = first

@@ -39,7 +39,7 @@ impl Scorer for HttpRequests {
             scores.insert("blocking_general".into(), Value::from(1.0));
         }
         let mut matches = Vec::new();
-        let requests = g_or(&tk, "requests").map_err(|e| e.to_string())?;
+        let requests = g_or(tk, "requests").map_err(|e| e.to_string())?;
         let empty = Value::Object(Map::new());
         for req in iter_items(requests, "requests")? {
             let is_tor = g(req, &["request", "tor", "is_tor"]).map_err(|e| e.to_string())?;

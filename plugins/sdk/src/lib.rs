@@ -8,6 +8,8 @@
 //! OONI's getter semantics (a missing key and a JSON null are alike; falsy values are
 //! kept) live in [`getters`], so every scorer reads measurements the same way.
 
+#[cfg(all(target_arch = "wasm32", feature = "arena"))]
+mod arena;
 pub mod b64;
 pub mod getters;
 pub mod host;

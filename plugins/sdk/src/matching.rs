@@ -53,7 +53,7 @@ pub fn match_response(
     }
     match resp.get("headers") {
         Some(Value::Object(h)) if !h.is_empty() => {
-            let json = Value::Object(h.clone()).to_string();
+            let json = serde_json::to_string(h).map_err(|e| MatchError::Other(e.to_string()))?;
             matches.extend(host.match_http_headers(&json));
         }
         Some(v) if crate::truthy(v) => {

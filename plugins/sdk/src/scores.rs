@@ -22,11 +22,11 @@ pub fn init_scores() -> Scores {
 }
 
 /// `tk = g_or(msm, "test_keys", {})`: null `test_keys` reads as `{}`.
-pub fn test_keys(msm: &Value) -> Result<Value, String> {
+pub fn test_keys(msm: &Value) -> Result<&Value, String> {
+    static EMPTY: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
     Ok(g_or(msm, "test_keys")
         .map_err(|e| e.to_string())?
-        .cloned()
-        .unwrap_or_else(|| Value::Object(Map::new())))
+        .unwrap_or_else(|| EMPTY.get_or_init(|| Value::Object(Map::new()))))
 }
 
 /// `_detect_unknown_failure`: any top-level `*_failure` key of `test_keys` whose value

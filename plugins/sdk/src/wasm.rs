@@ -11,6 +11,13 @@ fn pack(ptr: *const u8, len: usize) -> i64 {
 
 /// Allocates `len` bytes the host fills; ownership passes back with the call.
 pub fn alloc(len: i32) -> i32 {
+    // Outside a call the host is sending a new measurement: everything the last call
+    // allocated, its answer included, is no longer needed.
+    #[cfg(all(target_arch = "wasm32", feature = "arena"))]
+    if !crate::arena::IN_CALL.load(core::sync::atomic::Ordering::Relaxed) {
+        OUTPUT.with(|o| core::mem::take(&mut *o.borrow_mut()));
+        crate::arena::reset();
+    }
     let len = len.max(0) as usize;
     if len == 0 {
         return 1; // a dangling, never-read address for an empty buffer
@@ -82,6 +89,15 @@ pub fn meta(info: &Info) -> i64 {
 }
 
 pub fn score(ptr: i32, len: i32, f: fn(&Value, &dyn Host) -> Result<Scores, String>) -> i64 {
+    #[cfg(all(target_arch = "wasm32", feature = "arena"))]
+    crate::arena::IN_CALL.store(true, core::sync::atomic::Ordering::Relaxed);
+    let out = score_inner(ptr, len, f);
+    #[cfg(all(target_arch = "wasm32", feature = "arena"))]
+    crate::arena::IN_CALL.store(false, core::sync::atomic::Ordering::Relaxed);
+    out
+}
+
+fn score_inner(ptr: i32, len: i32, f: fn(&Value, &dyn Host) -> Result<Scores, String>) -> i64 {
     // SAFETY: the ABI says the host passes a buffer from `ooni_alloc(len)`, filled.
     let input = unsafe { Owned::new(ptr, len) };
     let result = match serde_json::from_slice::<Value>(input.bytes()) {

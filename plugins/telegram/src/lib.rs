@@ -23,11 +23,11 @@ impl Scorer for Telegram {
             .as_object()
             .ok_or_else(|| format!("test_keys is a {}", kind(&tk)))?;
         let web_blocked = tko.get("telegram_web_status").and_then(Value::as_str) == Some("blocked");
-        let (accessible, unreachable) = extract_tcp_connect(&tk)?;
+        let (accessible, unreachable) = extract_tcp_connect(tk)?;
 
         let (mut ok, mut failed) = (0u64, 0u64);
         let mut web_failure = Value::Null;
-        let requests = g_or(&tk, "requests").map_err(|e| e.to_string())?;
+        let requests = g_or(tk, "requests").map_err(|e| e.to_string())?;
         for r in iter_items(requests, "requests")? {
             let r = r
                 .as_object()

@@ -64,7 +64,7 @@ fn get_f64(scores: &Scores, key: &str) -> f64 {
 fn score_with(msm: &Value, matches: &[FingerprintMatch]) -> Result<Scores, String> {
     let mut scores = init_scores();
     let tk = test_keys(msm)?;
-    let tk = as_object(&tk, "test_keys")?;
+    let tk = as_object(tk, "test_keys")?;
     record_matches(msm, matches, &mut scores)?;
     // title_match must be true, false or null (Python `in` compares with ==).
     let title_ok = match tk.get("title_match") {
@@ -97,7 +97,7 @@ fn score_with(msm: &Value, matches: &[FingerprintMatch]) -> Result<Scores, Strin
             scores.insert("accuracy".into(), Value::from(0.0));
         }
     }
-    if detect_unknown_failure(&Value::Object(tk.clone()))? {
+    if detect_unknown_failure(test_keys(msm)?)? {
         scores.insert("accuracy".into(), Value::from(0.0));
     }
     let localities = get_f64(&scores, "blocking_country")

@@ -34,7 +34,7 @@ impl Scorer for Whatsapp {
             .as_object()
             .ok_or_else(|| format!("test_keys is a {}", kind(&tk)))?;
         let mut scores = init_scores();
-        if detect_unknown_failure(&tk)? {
+        if detect_unknown_failure(tk)? {
             scores.insert("accuracy".into(), Value::from(0.0));
         }
         let web_failure = tko
@@ -92,7 +92,7 @@ impl Scorer for Whatsapp {
             scores.insert("blocking_general".into(), Value::from(1.0));
             return Ok(scores);
         }
-        let (accessible, unreachable) = extract_tcp_connect(&tk)?;
+        let (accessible, unreachable) = extract_tcp_connect(tk)?;
         if accessible == 0 && unreachable == 0 {
             scores.insert("accuracy".into(), Value::from(0.0));
         } else if accessible == 0 {

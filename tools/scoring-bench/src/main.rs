@@ -1,0 +1,197 @@
+//! Scoring benchmarks, each beside a baseline measured in the same run.
+//!
+//! Run pinned to one core: `taskset -c 0 ooni-scoring-bench [CORPUS_DIR]`.
+//!
+//! For the corpus's web_connectivity measurements:
+//! - parse-only: `serde_json` parse of the same bytes (the baseline);
+//! - native: the web_connectivity scorer compiled natively (parse + score);
+//! - wasm call: the same scorer as the bundled WebAssembly plugin, through the host
+//!   (copy in, parse and score inside the module, answer parsed by the host);
+//! - full path: the engine's whole scoring path, `derive_row` (row fields, plugin
+//!   call, date check, flags, serialised scores);
+//! - host overhead: a call into a module that does no work (`tests/plugins/constant.wat`).
+//!
+//! Then the whole corpus through the full path against parse-only.
+
+use ooni_core::{derive_row, Outcome};
+use ooni_engine::fingerprints::{FingerprintSet, Fingerprints};
+use ooni_engine::scoring::registry::{Registry, RegistryOptions};
+use ooni_engine::scoring::wasm::{Limits, WasmRuntime, WasmScorer};
+use ooni_scorer_sdk::{NoFingerprints, Scorer};
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Runs `f` over all inputs repeatedly for about `budget`; returns µs per input.
+fn time_per_item<T>(items: &[T], budget: Duration, mut f: impl FnMut(&T)) -> f64 {
+    for it in items {
+        f(it); // warm-up
+    }
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < budget {
+        for it in items {
+            f(it);
+        }
+        n += items.len() as u64;
+    }
+    start.elapsed().as_secs_f64() * 1e6 / n as f64
+}
+
+fn load(dir: &Path, only: Option<&str>) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    for d in std::fs::read_dir(dir.join("measurements"))? {
+        let d = d?.path();
+        let name = d
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("")
+            .to_owned();
+        if only.is_some_and(|o| o != name) {
+            continue;
+        }
+        for f in std::fs::read_dir(&d)? {
+            let f = f?.path();
+            out.push((
+                format!(
+                    "{name}/{}",
+                    f.file_name().and_then(|n| n.to_str()).unwrap_or("")
+                ),
+                std::fs::read(&f)?,
+            ));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn main() -> anyhow::Result<()> {
+    let corpus = std::env::args()
+        .nth(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("../shared/corpus"));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let budget = Duration::from_secs(3);
+    let wc = load(&corpus, Some("web_connectivity"))?;
+    let all = load(&corpus, None)?;
+    let wc_bytes: usize = wc.iter().map(|(_, b)| b.len()).sum();
+    println!(
+        "web_connectivity: {} measurements, {:.1} KB on average",
+        wc.len(),
+        wc_bytes as f64 / wc.len() as f64 / 1e3
+    );
+
+    let registry = Registry::new(
+        RegistryOptions {
+            dir: None,
+            limits: Limits::default(),
+            bundled: true,
+        },
+        Fingerprints::new(FingerprintSet::empty()),
+    )?;
+    let set = registry.snapshot();
+    let rt = WasmRuntime::new()?;
+    let wasm_bytes = std::fs::read(
+        root.join("target/plugins-wasm/wasm32-unknown-unknown/wasm/scorer_web_connectivity.wasm"),
+    )
+    .or_else(|_| {
+        std::fs::read(root.join(
+            "../ooni-target/plugins-wasm/wasm32-unknown-unknown/wasm/scorer_web_connectivity.wasm",
+        ))
+    })?;
+    let wasm = WasmScorer::load(
+        &rt,
+        &wasm_bytes,
+        Limits::default(),
+        Fingerprints::new(FingerprintSet::empty()),
+    )?;
+    let constant = WasmScorer::load(
+        &rt,
+        &std::fs::read(root.join("tests/plugins/constant.wat"))?,
+        Limits::default(),
+        Fingerprints::new(FingerprintSet::empty()),
+    )?;
+    let texts: Vec<String> = wc
+        .iter()
+        .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+        .collect();
+    let uid = "20260101000000.000000_IT_webconnectivity_0000000000000000";
+
+    let parse = time_per_item(&wc, budget, |(_, b)| {
+        black_box(serde_json::from_slice::<serde_json::Value>(b).ok());
+    });
+    let native = time_per_item(&texts, budget, |t| {
+        let v: serde_json::Value = serde_json::from_str(t).unwrap_or_default();
+        black_box(scorer_web_connectivity::WebConnectivity::score(&v, &NoFingerprints).ok());
+    });
+    let wasm_call = time_per_item(&texts, budget, |t| {
+        black_box(wasm.call(t).ok());
+    });
+    let full = time_per_item(&wc, budget, |(_, b)| {
+        black_box(matches!(derive_row(b, uid, set.as_ref()), Outcome::Row(_)));
+    });
+    let overhead = time_per_item(&texts, budget, |t| {
+        black_box(constant.call(t).ok());
+    });
+    let small = "{\"test_name\":\"constant_test\"}".to_owned();
+    let overhead_small = time_per_item(std::slice::from_ref(&small), budget, |t| {
+        black_box(constant.call(t).ok());
+    });
+
+    println!("\n| web_connectivity, one core | µs / msmt | msmt/s | vs parse-only |");
+    println!("|---|---:|---:|---:|");
+    for (what, us) in [
+        ("serde_json parse only (baseline)", parse),
+        ("native scorer (parse + score)", native),
+        (
+            "wasm scorer call (copy in, parse + score in wasm, answer out)",
+            wasm_call,
+        ),
+        (
+            "engine full path (derive_row with the bundled plugin)",
+            full,
+        ),
+    ] {
+        println!(
+            "| {what} | {us:.1} | {:.0} | {:.2}x |",
+            1e6 / us,
+            us / parse
+        );
+    }
+    println!(
+        "\nwasm / native: {:.2}x; full path / parse-only: {:.2}x",
+        wasm_call / native,
+        full / parse
+    );
+    println!(
+        "host overhead per call (no-op module): {overhead:.2} µs with a {:.1} KB measurement copied in, {overhead_small:.2} µs with a tiny one",
+        wc_bytes as f64 / wc.len() as f64 / 1e3
+    );
+
+    let parse_all = time_per_item(&all, budget, |(_, b)| {
+        black_box(serde_json::from_slice::<serde_json::Value>(b).ok());
+    });
+    let full_all = time_per_item(&all, budget, |(_, b)| {
+        black_box(matches!(derive_row(b, uid, set.as_ref()), Outcome::Row(_)));
+    });
+    println!(
+        "\n| whole corpus ({} measurements), one core | µs / msmt | msmt/s | vs parse-only |",
+        all.len()
+    );
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| serde_json parse only (baseline) | {parse_all:.1} | {:.0} | 1.00x |",
+        1e6 / parse_all
+    );
+    println!(
+        "| engine full path | {full_all:.1} | {:.0} | {:.2}x |",
+        1e6 / full_all,
+        full_all / parse_all
+    );
+    println!("| reference Python fastpath (spec/reference-perf.md, same machine kind) | 835.0 | 1198 | |");
+    println!(
+        "\nfull path vs reference: {:.1}x on the whole corpus",
+        (1e6 / full_all) / 1197.6
+    );
+    Ok(())
+}
