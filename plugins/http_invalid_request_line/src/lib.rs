@@ -28,7 +28,7 @@ impl Scorer for HttpInvalidRequestLine {
         let tk = test_keys(msm)?;
         let tko = tk
             .as_object()
-            .ok_or_else(|| format!("test_keys is a {}", kind(&tk)))?;
+            .ok_or_else(|| format!("test_keys is a {}", kind(tk)))?;
         if msm.get("report_id").is_none() {
             return Err("missing report_id".into());
         }

@@ -19,7 +19,7 @@ impl Scorer for HttpRequests {
         let tk = test_keys(msm)?;
         let tko = tk
             .as_object()
-            .ok_or_else(|| format!("test_keys is a {}", kind(&tk)))?;
+            .ok_or_else(|| format!("test_keys is a {}", kind(tk)))?;
         let body_length_match = tko.get("body_length_match").filter(|v| !v.is_null());
         let headers_match = tko.get("headers_match").filter(|v| !v.is_null());
         // OONI reads these from the top level, not from test_keys.

@@ -18,7 +18,7 @@ impl Scorer for Meek {
         let tk = test_keys(msm)?;
         let tko = tk
             .as_object()
-            .ok_or_else(|| format!("test_keys is a {}", kind(&tk)))?;
+            .ok_or_else(|| format!("test_keys is a {}", kind(tk)))?;
         let requests = iter_items(tko.get("requests").filter(|r| truthy(r)), "requests")?;
         if requests.is_empty() {
             scores.insert("blocking_general".into(), Value::from(1.0));

@@ -85,7 +85,7 @@ impl Scorer for Signal {
         let tk = test_keys(msm)?;
         let tko = tk
             .as_object()
-            .ok_or_else(|| format!("test_keys is a {}", kind(&tk)))?;
+            .ok_or_else(|| format!("test_keys is a {}", kind(tk)))?;
         // Missing keys count as failures.
         let yes = Value::Bool(true);
         if truthy(tko.get("failed_operation").unwrap_or(&yes))

@@ -21,7 +21,7 @@ impl Scorer for Telegram {
         let tk = test_keys(msm)?;
         let tko = tk
             .as_object()
-            .ok_or_else(|| format!("test_keys is a {}", kind(&tk)))?;
+            .ok_or_else(|| format!("test_keys is a {}", kind(tk)))?;
         let web_blocked = tko.get("telegram_web_status").and_then(Value::as_str) == Some("blocked");
         let (accessible, unreachable) = extract_tcp_connect(tk)?;
 

@@ -18,7 +18,7 @@ impl Scorer for Tor {
         let tk = test_keys(msm)?;
         let tko = tk
             .as_object()
-            .ok_or_else(|| format!("test_keys is a {}", kind(&tk)))?;
+            .ok_or_else(|| format!("test_keys is a {}", kind(tk)))?;
         let targets = match tko.get("targets") {
             Some(t) if truthy(t) => t,
             // Missing, empty, or a list (early probes): no score.

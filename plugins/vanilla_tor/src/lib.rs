@@ -43,7 +43,7 @@ impl Scorer for VanillaTor {
         let tk = test_keys(msm)?;
         let tko = tk
             .as_object()
-            .ok_or_else(|| format!("test_keys is a {}", kind(&tk)))?;
+            .ok_or_else(|| format!("test_keys is a {}", kind(tk)))?;
         let logs = match tko.get("tor_logs").filter(|v| truthy(v)) {
             Some(l) => Some(l),
             None => tko.get("tor_log").filter(|v| !v.is_null()),

@@ -32,7 +32,7 @@ impl Scorer for Whatsapp {
         let tk = test_keys(msm)?;
         let tko = tk
             .as_object()
-            .ok_or_else(|| format!("test_keys is a {}", kind(&tk)))?;
+            .ok_or_else(|| format!("test_keys is a {}", kind(tk)))?;
         let mut scores = init_scores();
         if detect_unknown_failure(tk)? {
             scores.insert("accuracy".into(), Value::from(0.0));
