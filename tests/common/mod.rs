@@ -126,6 +126,10 @@ pub struct Engine {
 impl Engine {
     pub fn start(data_dir: &Path, db_url: &str, env: &[(&str, &str)]) -> Engine {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ooni-engine"));
+        // Relative defaults (plugins/, fingerprints/) land beside the data, not in the repo.
+        if let Some(parent) = data_dir.parent() {
+            cmd.current_dir(parent);
+        }
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(["--database-url", db_url])
