@@ -14,8 +14,8 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// Measurements whose reference scores need the blocking fingerprints, which this
-/// engine does not load yet: without them there are no matches to report.
+/// Measurements whose reference scores need the blocking fingerprints: without them
+/// there are no matches to report.
 const NEEDS_FINGERPRINTS: [&str; 4] = [
     "web_connectivity/explorer-01202003039e13e3e38be1918d.json",
     "web_connectivity/fastpath-20250527233111_ID_5a37ec90.json",
@@ -23,16 +23,13 @@ const NEEDS_FINGERPRINTS: [&str; 4] = [
     "web_connectivity/fastpath-web_connectivity_ir_fp.json",
 ];
 
-#[test]
-fn corpus_scores_equal_the_reference() {
+/// Scores the corpus with the repository's plugins and `fingerprints`; returns the
+/// measurements whose scores or flags differ from the reference.
+fn corpus_mismatches(fingerprints: std::sync::Arc<Fingerprints>) -> Vec<String> {
     let plugins_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
     let registry = Registry::new(
-        RegistryOptions {
-            dir: Some(plugins_dir),
-            limits: Limits::default(),
-            bundled: true,
-        },
-        Fingerprints::new(FingerprintSet::empty()),
+        RegistryOptions { dir: Some(plugins_dir), limits: Limits::default(), bundled: true },
+        fingerprints,
     )
     .unwrap();
     assert!(registry.refused().is_empty(), "{:?}", registry.refused());
@@ -88,8 +85,25 @@ fn corpus_scores_equal_the_reference() {
         "{compared} rows compared; {} equal; {byte_equal} byte-equal",
         compared - mismatches.len()
     );
-    assert_eq!(
-        mismatches, NEEDS_FINGERPRINTS,
-        "measurements whose scores differ from the reference"
-    );
+    mismatches
+}
+
+#[test]
+fn without_fingerprints_only_fingerprint_cases_differ() {
+    let mismatches = corpus_mismatches(Fingerprints::new(FingerprintSet::empty()));
+    assert_eq!(mismatches, NEEDS_FINGERPRINTS, "measurements whose scores differ from the reference");
+}
+
+/// OONI's fingerprint snapshot (the one the reference used), imported to TOML with the
+/// engine's importer and matched in `compat` mode: every corpus row equals the reference.
+#[test]
+fn with_the_imported_ooni_set_in_compat_mode_every_row_is_equal() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = corpus_dir().join("fingerprints");
+    let inputs = [src.join("fingerprints_dns.json"), src.join("fingerprints_http.json")];
+    let written = ooni_engine::commands::import_fingerprints(&inputs, dir.path()).unwrap();
+    assert_eq!(written.iter().map(|(_, n)| n).sum::<usize>(), 150 + 1699);
+    let fps = Fingerprints::from_dir(dir.path().to_owned(), ooni_core::fingerprints::Mode::Compat).unwrap();
+    let mismatches = corpus_mismatches(fps);
+    assert!(mismatches.is_empty(), "differ from the reference: {mismatches:?}");
 }

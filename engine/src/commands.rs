@@ -1,8 +1,9 @@
 //! The command-line tools beside `serve`: `score` (try scorers without a server) and
 //! `plugins check` (validate a plugin file and explain every problem).
 
+use crate::config::Config;
 use crate::fingerprints::{FingerprintSet, Fingerprints};
-use crate::scoring::registry::{load_plugin, PluginSet, Registry, RegistryOptions};
+use crate::scoring::registry::{load_plugin, PluginSet};
 use crate::scoring::wasm::{CallError, Limits, WasmRuntime, WasmScorer};
 use ooni_core::{derive_row, Outcome};
 use serde_json::{json, Value};
@@ -32,21 +33,11 @@ pub fn score_one(set: &PluginSet, source: &str, body: &[u8]) -> Value {
     }
 }
 
-/// `ooni-engine score FILE… | -`: one JSON line per measurement on `out`.
-pub fn score(
-    files: &[String],
-    plugins_dir: Option<PathBuf>,
-    limits: Limits,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
-    let registry = Registry::new(
-        RegistryOptions {
-            dir: plugins_dir,
-            limits,
-            bundled: true,
-        },
-        Fingerprints::new(FingerprintSet::empty()),
-    )?;
+/// `ooni-engine score FILE… | -`: one JSON line per measurement on `out`, scored with
+/// the configured plugins and fingerprints.
+pub fn score(files: &[String], cfg: &Config, out: &mut dyn Write) -> anyhow::Result<()> {
+    let fingerprints = crate::serve::open_fingerprints(cfg)?;
+    let registry = crate::serve::open_registry(cfg, fingerprints)?;
     for r in registry.refused() {
         eprintln!("plugin refused: {}: {}", r.source, r.error);
     }
@@ -190,4 +181,31 @@ pub fn check_plugin(path: &Path, sample: Option<&Path>, limits: Limits) -> Check
         }
     }
     CheckReport { lines, ok }
+}
+
+/// `ooni-engine fingerprints import FILE… --out DIR`: OONI's JSON or CSV fingerprint
+/// files to TOML, one output file per input. Returns the files written.
+pub fn import_fingerprints(inputs: &[PathBuf], out_dir: &Path) -> anyhow::Result<Vec<(PathBuf, usize)>> {
+    use ooni_core::fingerprints::import::{from_csv, from_json, to_toml};
+    std::fs::create_dir_all(out_dir)?;
+    let mut written = Vec::new();
+    for input in inputs {
+        let text = std::fs::read_to_string(input).map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
+        let name = input.file_name().and_then(|n| n.to_str()).unwrap_or("fingerprints");
+        let records = if input.extension().is_some_and(|e| e == "json") {
+            from_json(&text)
+        } else {
+            from_csv(&text, name)
+        }
+        .map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
+        let stem = input.file_stem().and_then(|s| s.to_str()).unwrap_or("fingerprints");
+        let out = out_dir.join(format!("{stem}.toml"));
+        let header = format!("Imported by `ooni-engine fingerprints import` from {name}.\nSchema: fingerprints/README.md");
+        let toml = to_toml(&records, &header).map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
+        // Refuse to write what we could not read back.
+        ooni_core::fingerprints::parse_file(&out.display().to_string(), &toml).map_err(|e| anyhow::anyhow!("import of {} does not validate: {e}", input.display()))?;
+        std::fs::write(&out, toml)?;
+        written.push((out, records.len()));
+    }
+    Ok(written)
 }

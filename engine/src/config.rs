@@ -64,6 +64,11 @@ pub struct Config {
     pub plugin_memory_mb: usize,
     /// Bearer token for `/admin/*`; those routes are refused while it is empty.
     pub admin_token: String,
+    /// Directory of blocking-fingerprint TOML files, watched for changes.
+    pub fingerprints_dir: PathBuf,
+    /// `strict` (every pattern type and country rule honoured) or `compat` (OONI
+    /// fastpath 0.92's matching, quirks included, for byte-equal scores).
+    pub fingerprint_mode: String,
 }
 
 impl Default for Config {
@@ -86,6 +91,8 @@ impl Default for Config {
             plugin_timeout_ms: 1000,
             plugin_memory_mb: 256,
             admin_token: String::new(),
+            fingerprints_dir: PathBuf::from("fingerprints"),
+            fingerprint_mode: "strict".to_owned(),
         }
     }
 }
@@ -132,6 +139,9 @@ impl Config {
         env_parse("OONI_PLUGIN_TIMEOUT_MS", &mut cfg.plugin_timeout_ms)?;
         env_parse("OONI_PLUGIN_MEMORY_MB", &mut cfg.plugin_memory_mb)?;
         env_parse("OONI_ADMIN_TOKEN", &mut cfg.admin_token)?;
+        env_parse("OONI_FINGERPRINTS_DIR", &mut cfg.fingerprints_dir)?;
+        env_parse("OONI_FINGERPRINT_MODE", &mut cfg.fingerprint_mode)?;
+        cfg.fingerprint_mode()?;
         if let Ok(v) = std::env::var("OONI_LOG_FORMAT") {
             cfg.log_format = match v.as_str() {
                 "text" => LogFormat::Text,
@@ -172,6 +182,13 @@ impl Config {
             timeout: std::time::Duration::from_millis(self.plugin_timeout_ms.max(1)),
             memory_bytes: self.plugin_memory_mb.max(1) * 1024 * 1024,
         }
+    }
+
+    pub fn fingerprint_mode(&self) -> Result<ooni_core::fingerprints::Mode, ConfigError> {
+        self.fingerprint_mode.parse().map_err(|_| ConfigError::Env {
+            var: "fingerprint_mode (OONI_FINGERPRINT_MODE)",
+            value: self.fingerprint_mode.clone(),
+        })
     }
 
     pub fn plugins_dir(&self) -> Option<PathBuf> {

@@ -10,3 +10,4 @@ pub mod metrics;
 pub mod scoring;
 pub mod serve;
 pub mod store;
+pub mod watch;

@@ -32,6 +32,31 @@ enum Command {
         #[command(subcommand)]
         command: PluginsCommand,
     },
+    /// Work with blocking fingerprints.
+    Fingerprints {
+        #[command(subcommand)]
+        command: FingerprintsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum FingerprintsCommand {
+    /// Convert OONI's fingerprint files (JSON snapshots, blocking-fingerprints CSV, the
+    /// 2019 CSV list) to TOML, one file per input.
+    Import {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Where to write the TOML files.
+        #[arg(long, default_value = "fingerprints")]
+        out: PathBuf,
+    },
+    /// Validate a fingerprints directory as the engine would load it.
+    Check {
+        dir: PathBuf,
+        /// compat or strict.
+        #[arg(long, default_value = "strict")]
+        mode: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -104,12 +129,32 @@ fn main() -> anyhow::Result<()> {
             let cfg = common.config()?;
             init_logging(cfg.log_format);
             let stdout = std::io::stdout();
-            return ooni_engine::commands::score(
-                &files,
-                cfg.plugins_dir(),
-                cfg.plugin_limits(),
-                &mut stdout.lock(),
-            );
+            return ooni_engine::commands::score(&files, &cfg, &mut stdout.lock());
+        }
+        Command::Fingerprints { command: FingerprintsCommand::Import { files, out } } => {
+            for (file, n) in ooni_engine::commands::import_fingerprints(&files, &out)? {
+                println!("{}: {n} fingerprints", file.display());
+            }
+            return Ok(());
+        }
+        Command::Fingerprints { command: FingerprintsCommand::Check { dir, mode } } => {
+            let mode = mode.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+            match ooni_engine::fingerprints::FingerprintSet::load_dir(&dir, mode) {
+                Ok(set) => {
+                    println!(
+                        "ok: {} DNS and {} HTTP fingerprints in {} files, version {}",
+                        set.dns,
+                        set.http,
+                        set.files.len(),
+                        set.version
+                    );
+                    return Ok(());
+                }
+                Err(e) => {
+                    println!("error: {e}");
+                    std::process::exit(1);
+                }
+            }
         }
         Command::Plugins {
             command: PluginsCommand::Check { path, sample },

@@ -35,21 +35,25 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// The blocking fingerprints of the fingerprints directory (created if missing).
+pub fn open_fingerprints(cfg: &Config) -> anyhow::Result<Arc<Fingerprints>> {
+    let dir = cfg.fingerprints_dir.clone();
+    if dir.as_os_str().is_empty() {
+        return Ok(Fingerprints::new(FingerprintSet::empty()));
+    }
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating fingerprints directory {}", dir.display()))?;
+    Ok(Fingerprints::from_dir(dir, cfg.fingerprint_mode()?)?)
+}
+
 /// The scorer plugins: bundled ones, overridden by the plugins directory.
-pub fn open_registry(cfg: &Config) -> anyhow::Result<Arc<Registry>> {
+pub fn open_registry(cfg: &Config, fingerprints: Arc<Fingerprints>) -> anyhow::Result<Arc<Registry>> {
     let dir = cfg.plugins_dir();
     if let Some(d) = &dir {
         std::fs::create_dir_all(d)
             .with_context(|| format!("creating plugins directory {}", d.display()))?;
     }
-    Registry::new(
-        RegistryOptions {
-            dir,
-            limits: cfg.plugin_limits(),
-            bundled: true,
-        },
-        Fingerprints::new(FingerprintSet::empty()),
-    )
+    Registry::new(RegistryOptions { dir, limits: cfg.plugin_limits(), bundled: true }, fingerprints)
 }
 
 pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
@@ -57,8 +61,11 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let spool = Spool::open(&cfg.spool_dir(), cfg.spool_group_commit)
         .with_context(|| format!("opening the spool at {}", cfg.spool_dir().display()))?;
     let metrics = Arc::new(Metrics::default());
-    let registry = open_registry(&cfg)?;
+    let fingerprints = open_fingerprints(&cfg)?;
+    let _fingerprint_watcher = fingerprints.watch().context("watching the fingerprints directory")?;
+    let registry = open_registry(&cfg, fingerprints.clone())?;
     let _watcher = registry.watch().context("watching the plugins directory")?;
+    let sighup = spawn_sighup_reload(registry.clone());
     let (pipeline, tasks) = Pipeline::start(
         &PipelineConfig {
             workers: cfg.scoring_workers(),
@@ -108,10 +115,29 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
 
     tracing::info!("draining the scoring pipeline");
     watch.abort();
+    sighup.abort();
     let _ = recovery.await;
     tasks.shutdown(vec![pipeline]).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// SIGHUP reloads plugins and fingerprints, as `POST /admin/reload` does.
+fn spawn_sighup_reload(registry: Arc<Registry>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading plugins and fingerprints");
+            let reg = registry.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                let _ = reg.fingerprints().reload();
+                reg.reload();
+            })
+            .await;
+        }
+    })
 }
 
 async fn shutdown_signal() {

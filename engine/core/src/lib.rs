@@ -6,6 +6,7 @@
 //! date sanity check, the anomaly/confirmed/failure flags and every column rule.
 
 pub use ooni_scorer_sdk::getters;
+pub mod fingerprints;
 pub mod ids;
 pub mod measurement;
 pub mod pyparse;

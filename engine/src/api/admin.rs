@@ -51,21 +51,27 @@ pub async fn plugins(State(st): State<AppState>, headers: HeaderMap) -> Result<R
     Ok(with_cache(Json(st.registry.status()), "no-cache"))
 }
 
-/// Reloads plugins now (the watcher also does on every change).
+/// The fingerprint set: directory, mode, version, counts, last reload and last error.
+pub async fn fingerprints(State(st): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authorize(&st, &headers)?;
+    Ok(with_cache(Json(st.registry.fingerprints().status()), "no-cache"))
+}
+
+/// Reloads fingerprints and plugins now (the watchers also do on every change, and
+/// SIGHUP does too). 200 with what was refused; the previous sets keep serving.
 pub async fn reload(State(st): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     authorize(&st, &headers)?;
     let reg = st.registry.clone();
-    let refused = tokio::task::spawn_blocking(move || reg.reload())
+    let (fp, refused) = tokio::task::spawn_blocking(move || (reg.fingerprints().reload(), reg.reload()))
         .await
         .map_err(|e| ApiError::unavailable(format!("reload task failed: {e}")))?;
-    let refused: Vec<_> = refused
-        .into_iter()
-        .map(|r| json!({"source": r.source, "error": r.error}))
-        .collect();
-    Ok(with_cache(
-        Json(json!({"plugins": {"refused": refused}})),
-        "no-cache",
-    ))
+    let refused: Vec<_> = refused.into_iter().map(|r| json!({"source": r.source, "error": r.error})).collect();
+    let version = st.registry.fingerprints().current().version.to_string();
+    let fingerprints = match fp {
+        Ok(()) => json!({"version": version, "error": null}),
+        Err(e) => json!({"version": version, "error": e.to_string()}),
+    };
+    Ok(with_cache(Json(json!({"plugins": {"refused": refused}, "fingerprints": fingerprints})), "no-cache"))
 }
 
 #[cfg(test)]

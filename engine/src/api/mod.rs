@@ -39,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(ops::health))
         .route("/metrics", get(ops::metrics))
         .route("/admin/plugins", get(admin::plugins))
+        .route("/admin/fingerprints", get(admin::fingerprints))
         .route("/admin/reload", post(admin::reload))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 mod bundled {
     include!(concat!(env!("OUT_DIR"), "/bundled_plugins.rs"));
@@ -402,46 +402,15 @@ impl Registry {
 
     /// Watches the plugins directory and reloads, debounced, after changes.
     pub fn watch(self: &Arc<Self>) -> anyhow::Result<Option<notify::RecommendedWatcher>> {
-        use notify::{RecursiveMode, Watcher};
-        let Some(dir) = self.dir.clone() else {
-            return Ok(None);
-        };
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let mut watcher =
-            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-                use notify::event::{EventKind, ModifyKind};
-                // Reading the files (as a reload does) must not trigger another reload.
-                let relevant = res.is_ok_and(|e| {
-                    matches!(
-                        e.kind,
-                        EventKind::Create(_)
-                            | EventKind::Remove(_)
-                            | EventKind::Modify(
-                                ModifyKind::Data(_) | ModifyKind::Name(_) | ModifyKind::Any
-                            )
-                            | EventKind::Any
-                    )
-                });
-                if relevant {
-                    let _ = tx.send(());
-                }
-            })?;
-        watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+        let Some(dir) = self.dir.clone() else { return Ok(None) };
         let weak = Arc::downgrade(self);
-        std::thread::Builder::new()
-            .name("plugin-watch".into())
-            .spawn(move || {
-                while rx.recv().is_ok() {
-                    // Editors write in several steps: wait for the directory to settle.
-                    while rx.recv_timeout(Duration::from_millis(200)).is_ok() {}
-                    match weak.upgrade() {
-                        Some(reg) => {
-                            reg.reload();
-                        }
-                        None => break,
-                    }
-                }
-            })?;
-        Ok(Some(watcher))
+        crate::watch::watch_dir(&dir, "plugin-watch", move || match weak.upgrade() {
+            Some(reg) => {
+                reg.reload();
+                true
+            }
+            None => false,
+        })
+        .map(Some)
     }
 }

@@ -74,12 +74,13 @@ pub fn locality(scope: &str) -> &'static str {
     }
 }
 
-/// `is_confirmed`: the probe's country is expected, or the scope is isp or nat.
+/// `is_confirmed`: the probe's country is expected, or the scope is isp or nat. An
+/// expected `ZZ` means any country (the engine's compat mode drops `ZZ`, as OONI does).
 pub fn is_confirmed(probe_cc: &str, fp: &FingerprintMatch) -> bool {
     let in_countries = fp
         .get("expected_countries")
         .and_then(Value::as_array)
-        .is_some_and(|cs| cs.iter().any(|c| c.as_str() == Some(probe_cc)));
+        .is_some_and(|cs| cs.iter().any(|c| c.as_str() == Some(probe_cc) || c.as_str() == Some("ZZ")));
     (probe_cc != "ZZ" && in_countries)
         || matches!(fp.get("scope").and_then(Value::as_str), Some("isp" | "nat"))
 }

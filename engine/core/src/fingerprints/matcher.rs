@@ -1,0 +1,413 @@
+//! The compiled fingerprint set. Built once per reload, then shared read-only.
+//!
+//! Each field is scanned once whatever the number of fingerprints: literal patterns go
+//! into one Aho-Corasick automaton per location, regular expressions into one regex
+//! set, exact values into a hash map. Matches come back in the order of the set, as
+//! OONI reports them.
+
+use super::schema::{regex_source, Fingerprint, Kind, PatternType};
+use aho_corasick::AhoCorasick;
+use ooni_scorer_sdk::{b64, FingerprintMatch, Host};
+use regex::bytes::RegexSet;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+
+/// Which matching semantics (documented in `fingerprints/README.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// OONI fastpath 0.92 byte for byte: DNS compares exactly whatever the pattern
+    /// type; every body pattern is a plain substring; header `contains` and `regexp`
+    /// rows are ignored; `ZZ` is dropped from expected countries.
+    Compat,
+    /// Every pattern type means what it says, headers included; DNS names compare
+    /// case-insensitively without a trailing dot; `ZZ` means "any country".
+    Strict,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Mode, String> {
+        match s {
+            "compat" => Ok(Mode::Compat),
+            "strict" => Ok(Mode::Strict),
+            other => Err(format!("unknown fingerprint mode {other:?} (compat or strict)")),
+        }
+    }
+}
+
+/// Literal patterns of one location, searched in one pass.
+struct Literals {
+    automaton: Option<AhoCorasick>,
+    /// For each distinct pattern: (fingerprint index, its type).
+    owners: Vec<Vec<(u32, PatternType)>>,
+}
+
+impl Literals {
+    fn build(items: Vec<(u32, PatternType, Vec<u8>)>) -> Literals {
+        let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
+        let mut patterns: Vec<Vec<u8>> = Vec::new();
+        let mut owners: Vec<Vec<(u32, PatternType)>> = Vec::new();
+        for (fp, ty, pat) in items {
+            let i = *index.entry(pat.clone()).or_insert_with(|| {
+                patterns.push(pat);
+                owners.push(Vec::new());
+                patterns.len() - 1
+            });
+            owners[i].push((fp, ty));
+        }
+        let automaton = (!patterns.is_empty()).then(|| AhoCorasick::new(&patterns).expect("literal patterns always compile"));
+        Literals { automaton, owners }
+    }
+
+    /// Fingerprints whose literal occurs in `hay` (as a prefix, for `prefix` rows
+    /// when `honour_prefix`), pushed to `out`.
+    fn scan(&self, hay: &[u8], honour_prefix: bool, out: &mut Vec<u32>) {
+        let Some(ac) = &self.automaton else { return };
+        let mut seen = vec![false; self.owners.len()];
+        for m in ac.find_overlapping_iter(hay) {
+            let p = m.pattern().as_usize();
+            for &(fp, ty) in &self.owners[p] {
+                if honour_prefix && ty == PatternType::Prefix {
+                    if m.start() == 0 {
+                        out.push(fp);
+                    }
+                } else if !seen[p] {
+                    out.push(fp);
+                }
+            }
+            seen[p] = true;
+        }
+    }
+}
+
+struct HeaderFp {
+    index: u32,
+    name: String,
+    ty: PatternType,
+}
+
+pub struct Matcher {
+    mode: Mode,
+    minis: Vec<FingerprintMatch>,
+    patterns: Vec<String>,
+    dns_exact: HashMap<String, Vec<u32>>,
+    dns_literals: Literals,
+    dns_regex: (RegexSet, Vec<u32>),
+    body_literals: Literals,
+    body_full: HashMap<Vec<u8>, Vec<u32>>,
+    body_regex: (RegexSet, Vec<u32>),
+    headers: Vec<HeaderFp>,
+    header_regex: HashMap<u32, regex::bytes::Regex>,
+    len: usize,
+}
+
+fn prepare_countries(cs: &[String], mode: Mode) -> Vec<String> {
+    let mut v: Vec<String> = cs
+        .iter()
+        .map(|c| c.trim().to_uppercase())
+        .filter(|c| !c.is_empty() && (mode == Mode::Strict || c != "ZZ"))
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn dns_key(s: &str, mode: Mode) -> String {
+    match mode {
+        Mode::Compat => s.to_owned(),
+        Mode::Strict => s.trim_end_matches('.').to_ascii_lowercase(),
+    }
+}
+
+fn regex_set(items: &[(u32, &str)]) -> (RegexSet, Vec<u32>) {
+    let set = RegexSet::new(items.iter().map(|(_, p)| regex_source(p))).expect("regexps were validated on load");
+    (set, items.iter().map(|(i, _)| *i).collect())
+}
+
+impl Matcher {
+    pub fn new(fps: &[Fingerprint], mode: Mode) -> Matcher {
+        let mut minis = Vec::with_capacity(fps.len());
+        let mut dns_exact: HashMap<String, Vec<u32>> = HashMap::new();
+        let (mut dns_lits, mut dns_res) = (Vec::new(), Vec::new());
+        let (mut body_lits, mut body_res) = (Vec::new(), Vec::new());
+        let mut body_full: HashMap<Vec<u8>, Vec<u32>> = HashMap::new();
+        let mut headers = Vec::new();
+        let mut header_regex = HashMap::new();
+        for (i, fp) in fps.iter().enumerate() {
+            let i = i as u32;
+            let mut m = Map::new();
+            m.insert("name".into(), Value::from(fp.name.as_str()));
+            m.insert("scope".into(), Value::from(fp.scope.as_str()));
+            m.insert("location_found".into(), Value::from(fp.location_found.as_str()));
+            m.insert("confidence_no_fp".into(), Value::from(fp.confidence_no_fp));
+            m.insert(
+                "expected_countries".into(),
+                Value::Array(prepare_countries(&fp.expected_countries, mode).into_iter().map(Value::from).collect()),
+            );
+            minis.push(m);
+            match (fp.kind, mode) {
+                (Kind::Dns, Mode::Compat) => dns_exact.entry(fp.pattern.clone()).or_default().push(i),
+                (Kind::Dns, Mode::Strict) => match fp.pattern_type {
+                    PatternType::Full => dns_exact.entry(dns_key(&fp.pattern, mode)).or_default().push(i),
+                    PatternType::Regexp => dns_res.push((i, fp.pattern.as_str())),
+                    ty => dns_lits.push((i, ty, dns_key(&fp.pattern, mode).into_bytes())),
+                },
+                (Kind::Http, _) if fp.location_found == "body" => match (mode, fp.pattern_type) {
+                    (Mode::Compat, ty) => body_lits.push((i, ty, fp.pattern.as_bytes().to_vec())),
+                    (Mode::Strict, PatternType::Full) => body_full.entry(fp.pattern.as_bytes().to_vec()).or_default().push(i),
+                    (Mode::Strict, PatternType::Regexp) => body_res.push((i, fp.pattern.as_str())),
+                    (Mode::Strict, ty) => body_lits.push((i, ty, fp.pattern.as_bytes().to_vec())),
+                },
+                (Kind::Http, _) => {
+                    let name = fp.location_found.trim_start_matches("header.").to_owned();
+                    if mode == Mode::Strict && fp.pattern_type == PatternType::Regexp {
+                        header_regex.insert(i, regex::bytes::Regex::new(&regex_source(&fp.pattern)).expect("validated on load"));
+                    }
+                    headers.push(HeaderFp { index: i, name, ty: fp.pattern_type });
+                }
+            }
+        }
+        Matcher {
+            mode,
+            minis,
+            patterns: fps.iter().map(|f| f.pattern.clone()).collect(),
+            dns_exact,
+            dns_literals: Literals::build(dns_lits),
+            dns_regex: regex_set(&dns_res),
+            body_literals: Literals::build(body_lits),
+            body_full,
+            body_regex: regex_set(&body_res),
+            headers,
+            header_regex,
+            len: fps.len(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    fn collect(&self, mut ids: Vec<u32>) -> Vec<FingerprintMatch> {
+        ids.sort_unstable();
+        ids.dedup();
+        ids.into_iter().map(|i| self.minis[i as usize].clone()).collect()
+    }
+
+    pub fn dns(&self, answer: &str) -> Vec<FingerprintMatch> {
+        let key = dns_key(answer, self.mode);
+        let mut ids: Vec<u32> = self.dns_exact.get(&key).cloned().unwrap_or_default();
+        if self.mode == Mode::Strict {
+            self.dns_literals.scan(key.as_bytes(), true, &mut ids);
+            ids.extend(self.dns_regex.0.matches(key.as_bytes()).iter().map(|k| self.dns_regex.1[k]));
+        }
+        self.collect(ids)
+    }
+
+    pub fn body(&self, body: &[u8]) -> Vec<FingerprintMatch> {
+        let mut ids = Vec::new();
+        self.body_literals.scan(body, self.mode == Mode::Strict, &mut ids);
+        if self.mode == Mode::Strict {
+            if let Some(f) = self.body_full.get(body) {
+                ids.extend(f);
+            }
+            if !self.body_regex.1.is_empty() {
+                ids.extend(self.body_regex.0.matches(body).iter().map(|k| self.body_regex.1[k]));
+            }
+        }
+        self.collect(ids)
+    }
+
+    /// `headers_json` is the measurement's `response.headers` object.
+    pub fn headers(&self, headers_json: &str) -> Vec<FingerprintMatch> {
+        if self.headers.is_empty() {
+            return Vec::new();
+        }
+        let Ok(Value::Object(raw)) = serde_json::from_str::<Value>(headers_json) else {
+            return Vec::new();
+        };
+        // Lower-cased names; of two names differing only in case the last one wins.
+        let lower: HashMap<String, &Value> = raw.iter().map(|(k, v)| (k.to_lowercase(), v)).collect();
+        let mut ids = Vec::new();
+        for h in &self.headers {
+            let Some(v) = lower.get(&h.name) else { continue };
+            let text: Option<String> = match (v, self.mode, h.ty) {
+                (Value::String(s), _, _) => Some(s.clone()),
+                // A base64 value: OONI decodes it (as Latin-1) for prefix rows only.
+                (Value::Object(o), mode, ty) if o.get("format").and_then(Value::as_str) == Some("base64") && (mode == Mode::Strict || ty == PatternType::Prefix) => {
+                    let data = o.get("data").and_then(Value::as_str).unwrap_or("");
+                    b64::decode(data).ok().map(|b| b.iter().map(|&c| c as char).collect())
+                }
+                _ => None,
+            };
+            let Some(text) = text else { continue };
+            let pat = &self.patterns[h.index as usize];
+            let hit = match (self.mode, h.ty) {
+                (_, PatternType::Full) => &text == pat,
+                (_, PatternType::Prefix) => text.starts_with(pat.as_str()),
+                (Mode::Compat, _) => false,
+                (Mode::Strict, PatternType::Contains) => text.contains(pat.as_str()),
+                (Mode::Strict, PatternType::Regexp) => self.header_regex.get(&h.index).is_some_and(|r| r.is_match(text.as_bytes())),
+            };
+            if hit {
+                ids.push(h.index);
+            }
+        }
+        self.collect(ids)
+    }
+}
+
+impl Host for Matcher {
+    fn match_dns(&self, answer: &str) -> Vec<FingerprintMatch> {
+        self.dns(answer)
+    }
+    fn match_http_body(&self, body: &[u8]) -> Vec<FingerprintMatch> {
+        self.body(body)
+    }
+    fn match_http_headers(&self, headers_json: &str) -> Vec<FingerprintMatch> {
+        self.headers(headers_json)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fingerprints::schema::parse_file;
+
+    const SET: &str = r#"
+[[dns]]
+name = "d.full"
+scope = "nat"
+pattern_type = "full"
+pattern = "Blocked.Example."
+expected_countries = ["IT", "ZZ"]
+
+[[dns]]
+name = "d.ip"
+scope = "isp"
+pattern_type = "full"
+pattern = "10.10.34.34"
+
+[[http]]
+name = "b.contains"
+scope = "nat"
+location_found = "body"
+pattern_type = "contains"
+pattern = "Access denied"
+
+[[http]]
+name = "b.full"
+scope = "isp"
+location_found = "body"
+pattern_type = "full"
+pattern = "<HTML></HTML>"
+
+[[http]]
+name = "b.regexp"
+scope = "prod"
+location_found = "body"
+pattern_type = "regexp"
+pattern = 'U\.S\..*Command'
+
+[[http]]
+name = "b.prefix"
+scope = "fp"
+location_found = "body"
+pattern_type = "prefix"
+pattern = "<!-- blockpage"
+
+[[http]]
+name = "h.prefix"
+scope = "isp"
+location_found = "header.location"
+pattern_type = "prefix"
+pattern = "http://warning.example/"
+
+[[http]]
+name = "h.full"
+scope = "prod"
+location_found = "header.server"
+pattern_type = "full"
+pattern = "Protected by WireFilter"
+
+[[http]]
+name = "h.contains"
+scope = "prov"
+location_found = "header.location"
+pattern_type = "contains"
+pattern = "geoblock"
+
+[[http]]
+name = "h.regexp"
+scope = "vbw"
+location_found = "header.via"
+pattern_type = "regexp"
+pattern = 'Cisco-WSA/\d+'
+"#;
+
+    fn names(ms: Vec<FingerprintMatch>) -> Vec<String> {
+        ms.into_iter().map(|m| m["name"].as_str().unwrap().to_owned()).collect()
+    }
+
+    fn both() -> (Matcher, Matcher) {
+        let fps = parse_file("set.toml", SET).unwrap();
+        (Matcher::new(&fps, Mode::Compat), Matcher::new(&fps, Mode::Strict))
+    }
+
+    #[test]
+    fn dns_rules() {
+        let (c, s) = both();
+        assert_eq!(names(c.dns("10.10.34.34")), ["d.ip"]);
+        assert!(c.dns("blocked.example").is_empty(), "compat: exact only");
+        assert_eq!(names(s.dns("blocked.example")), ["d.full"], "strict: case and trailing dot");
+        assert_eq!(c.dns("Blocked.Example.")[0]["expected_countries"], serde_json::json!(["IT"]), "compat drops ZZ");
+        assert_eq!(s.dns("Blocked.Example.")[0]["expected_countries"], serde_json::json!(["IT", "ZZ"]));
+        let first = c.dns("10.10.34.34").remove(0);
+        let keys: Vec<&String> = first.keys().collect();
+        assert_eq!(keys, ["name", "scope", "location_found", "confidence_no_fp", "expected_countries"]);
+    }
+
+    #[test]
+    fn body_rules_per_mode() {
+        let (c, s) = both();
+        let page = b"<html>Access denied by U.S. Cyber Command</html><!-- blockpage -->";
+        // compat: every body row is a literal substring; the regexp never matches.
+        assert_eq!(names(c.body(page)), ["b.contains", "b.prefix"]);
+        // strict: the regexp matches, the prefix must start the body.
+        assert_eq!(names(s.body(page)), ["b.contains", "b.regexp"]);
+        assert_eq!(names(s.body(b"<!-- blockpage v2")), ["b.prefix"]);
+        assert_eq!(names(s.body(b"<HTML></HTML>")), ["b.full"]);
+        assert!(s.body(b"x<HTML></HTML>").is_empty(), "strict full is the whole body");
+        assert_eq!(names(c.body(b"x<HTML></HTML>")), ["b.full"], "compat full is a substring");
+    }
+
+    #[test]
+    fn header_rules_per_mode() {
+        let (c, s) = both();
+        let h = r#"{"Location": "http://warning.example/geoblock?x", "SERVER": "Protected by WireFilter", "Via": "1.1 proxy (Cisco-WSA/9.1.1-074)"}"#;
+        assert_eq!(names(c.headers(h)), ["h.prefix", "h.full"], "compat ignores contains and regexp rows");
+        assert_eq!(names(s.headers(h)), ["h.prefix", "h.full", "h.contains", "h.regexp"]);
+        let b64 = r#"{"location": {"format": "base64", "data": "aHR0cDovL3dhcm5pbmcuZXhhbXBsZS94"}}"#;
+        assert_eq!(names(c.headers(b64)), ["h.prefix"]);
+        assert!(c.headers("not json").is_empty());
+    }
+
+    #[test]
+    fn many_fingerprints_one_pass() {
+        let mut text = String::new();
+        for i in 0..5000 {
+            text.push_str(&format!("[[http]]\nname = \"n{i}\"\nscope = \"isp\"\nlocation_found = \"body\"\npattern_type = \"contains\"\npattern = \"needle-{i}-x\"\n\n"));
+        }
+        let fps = parse_file("big.toml", &text).unwrap();
+        let m = Matcher::new(&fps, Mode::Strict);
+        assert_eq!(m.len(), 5000);
+        assert_eq!(names(m.body(b"... needle-4999-x ... needle-7-x")), ["n7", "n4999"]);
+    }
+}
