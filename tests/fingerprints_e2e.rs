@@ -28,14 +28,29 @@ async fn start() -> Harness {
     let engine = Engine::start(
         &tmp.path().join("data"),
         &db.url,
-        &[("OONI_FINGERPRINTS_DIR", dir.to_str().unwrap()), ("OONI_ADMIN_TOKEN", TOKEN)],
+        &[
+            ("OONI_FINGERPRINTS_DIR", dir.to_str().unwrap()),
+            ("OONI_ADMIN_TOKEN", TOKEN),
+        ],
     );
-    Harness { engine, c: client(), db, dir, _tmp: tmp }
+    Harness {
+        engine,
+        c: client(),
+        db,
+        dir,
+        _tmp: tmp,
+    }
 }
 
 impl Harness {
     async fn status(&self) -> Value {
-        let r = self.c.get(self.engine.url("/admin/fingerprints")).bearer_auth(TOKEN).send().await.unwrap();
+        let r = self
+            .c
+            .get(self.engine.url("/admin/fingerprints"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         r.json().await.unwrap()
     }
@@ -92,15 +107,24 @@ async fn a_new_fingerprint_confirms_from_the_next_measurement_under_load() {
     let stop = Arc::new(AtomicBool::new(false));
     let mut probes = Vec::new();
     for _ in 0..8 {
-        let (c, url, body, acked, failed, stop) =
-            (h.c.clone(), h.engine.url(&format!("/report/{rid}")), body.clone(), acked.clone(), failed.clone(), stop.clone());
+        let (c, url, body, acked, failed, stop) = (
+            h.c.clone(),
+            h.engine.url(&format!("/report/{rid}")),
+            body.clone(),
+            acked.clone(),
+            failed.clone(),
+            stop.clone(),
+        );
         probes.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let r = c.post(&url).body(body.as_str().to_owned()).send().await;
                 match r {
                     Ok(r) if r.status() == 200 => {
                         let v: Value = r.json().await.unwrap();
-                        acked.lock().unwrap().push(v["measurement_uid"].as_str().unwrap().to_owned());
+                        acked
+                            .lock()
+                            .unwrap()
+                            .push(v["measurement_uid"].as_str().unwrap().to_owned());
                     }
                     _ => *failed.lock().unwrap() += 1,
                 }
@@ -109,34 +133,61 @@ async fn a_new_fingerprint_confirms_from_the_next_measurement_under_load() {
     }
     tokio::time::sleep(Duration::from_millis(800)).await;
     std::fs::write(h.dir.join("example.toml"), FP).unwrap();
-    let s = h.wait_for("the new set", |s| s["version"] != json!("")).await;
+    let s = h
+        .wait_for("the new set", |s| s["version"] != json!(""))
+        .await;
     let version = s["version"].as_str().unwrap().to_owned();
-    assert_eq!((s["http"].as_u64(), s["last_error"].is_null()), (Some(1), true));
+    assert_eq!(
+        (s["http"].as_u64(), s["last_error"].is_null()),
+        (Some(1), true)
+    );
     tokio::time::sleep(Duration::from_millis(800)).await;
     stop.store(true, Ordering::Relaxed);
     for p in probes {
         p.await.unwrap();
     }
-    assert_eq!(*failed.lock().unwrap(), 0, "no upload failed during the reload");
+    assert_eq!(
+        *failed.lock().unwrap(),
+        0,
+        "no upload failed during the reload"
+    );
 
     let mut uids = acked.lock().unwrap().clone();
     uids.sort(); // receive order
     let store = h.db.store().await;
     wait_all_known(&store, &uids, Duration::from_secs(60)).await;
-    let rows: std::collections::HashMap<String, ooni_core::FastpathRow> =
-        store.fetch_rows(&uids).await.unwrap().into_iter().map(|r| (r.measurement_uid.clone(), r)).collect();
-    let versions: Vec<&str> = uids.iter().map(|u| rows[u].fingerprints_version.as_str()).collect();
+    let rows: std::collections::HashMap<String, ooni_core::FastpathRow> = store
+        .fetch_rows(&uids)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.measurement_uid.clone(), r))
+        .collect();
+    let versions: Vec<&str> = uids
+        .iter()
+        .map(|u| rows[u].fingerprints_version.as_str())
+        .collect();
     let changes = versions.windows(2).filter(|w| w[0] != w[1]).count();
     assert_eq!(changes, 1, "the version column changes exactly once");
-    assert_eq!((versions[0], *versions.last().unwrap()), ("", version.as_str()));
+    assert_eq!(
+        (versions[0], *versions.last().unwrap()),
+        ("", version.as_str())
+    );
     for u in &uids {
         let r = &rows[u];
         let with_set = r.fingerprints_version == version;
-        assert_eq!(r.confirmed, with_set, "{u}: confirmed only with the new set");
+        assert_eq!(
+            r.confirmed, with_set,
+            "{u}: confirmed only with the new set"
+        );
         assert_eq!(r.scores.contains("example.isp_blockpage"), with_set);
     }
     let before = versions.iter().filter(|v| v.is_empty()).count();
-    eprintln!("{} uploads: {before} scored before the new fingerprint, {} after", uids.len(), uids.len() - before);
+    eprintln!(
+        "{} uploads: {before} scored before the new fingerprint, {} after",
+        uids.len(),
+        uids.len() - before
+    );
     assert!(before > 0 && before < uids.len());
 }
 
@@ -149,11 +200,35 @@ async fn broken_files_are_refused_and_the_previous_set_keeps_serving() {
     let reloads = s["reloads"].as_u64().unwrap();
 
     let cases: [(&str, String, &str); 5] = [
-        ("bad TOML", "[[http]]\nname = \"x\"\nscope = \n".into(), "bad.toml:3"),
-        ("unknown field", FP.replace("scope = \"isp\"", "scope = \"isp\"\ncolour = \"red\"").replace("example.isp_blockpage", "other"), "colour"),
-        ("invalid regex", FP.replace("\"contains\"", "\"regexp\"").replace("Blocked by Example ISP", "(unclosed").replace("example.isp_blockpage", "other"), "invalid regexp"),
-        ("duplicate name", FP.to_owned(), "duplicate name \"example.isp_blockpage\""),
-        ("unknown scope", FP.replace("\"isp\"", "\"global\"").replace("example.isp_blockpage", "other"), "unknown scope"),
+        (
+            "bad TOML",
+            "[[http]]\nname = \"x\"\nscope = \n".into(),
+            "bad.toml:3",
+        ),
+        (
+            "unknown field",
+            FP.replace("scope = \"isp\"", "scope = \"isp\"\ncolour = \"red\"")
+                .replace("example.isp_blockpage", "other"),
+            "colour",
+        ),
+        (
+            "invalid regex",
+            FP.replace("\"contains\"", "\"regexp\"")
+                .replace("Blocked by Example ISP", "(unclosed")
+                .replace("example.isp_blockpage", "other"),
+            "invalid regexp",
+        ),
+        (
+            "duplicate name",
+            FP.to_owned(),
+            "duplicate name \"example.isp_blockpage\"",
+        ),
+        (
+            "unknown scope",
+            FP.replace("\"isp\"", "\"global\"")
+                .replace("example.isp_blockpage", "other"),
+            "unknown scope",
+        ),
     ];
     for (what, text, needle) in cases {
         std::fs::write(h.dir.join("bad.toml"), &text).unwrap();
@@ -161,17 +236,32 @@ async fn broken_files_are_refused_and_the_previous_set_keeps_serving() {
         let err = s["last_error"].as_str().unwrap();
         assert!(err.contains("bad.toml:"), "{what}: {err}");
         assert!(err.contains(needle), "{what}: {err}");
-        assert_eq!(s["version"], json!(good), "{what}: the previous set keeps serving");
+        assert_eq!(
+            s["version"],
+            json!(good),
+            "{what}: the previous set keeps serving"
+        );
         // And it really serves: a blockpage is still confirmed.
         let msm = blockpage_measurement();
         let rid = open_report(&h.c, &h.engine, &msm).await;
         let mut content = msm;
         content["report_id"] = json!(rid);
-        let r: Value = h.c.post(h.engine.url(&format!("/report/{rid}"))).json(&json!({"format": "json", "content": content})).send().await.unwrap().json().await.unwrap();
+        let r: Value =
+            h.c.post(h.engine.url(&format!("/report/{rid}")))
+                .json(&json!({"format": "json", "content": content}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
         let uid = r["measurement_uid"].as_str().unwrap().to_owned();
         let store = h.db.store().await;
         wait_all_known(&store, std::slice::from_ref(&uid), Duration::from_secs(20)).await;
-        assert!(store.fetch_rows(&[uid]).await.unwrap()[0].confirmed, "{what}");
+        assert!(
+            store.fetch_rows(&[uid]).await.unwrap()[0].confirmed,
+            "{what}"
+        );
         std::fs::remove_file(h.dir.join("bad.toml")).unwrap();
         h.wait_for("recovery", |s| s["last_error"].is_null()).await;
     }
@@ -180,9 +270,18 @@ async fn broken_files_are_refused_and_the_previous_set_keeps_serving() {
     let s = h.status().await;
     let n = s["reloads"].as_u64().unwrap();
     assert!(n > reloads);
-    let r: Value = h.c.post(h.engine.url("/admin/reload")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+    let r: Value =
+        h.c.post(h.engine.url("/admin/reload"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
     assert_eq!(r["fingerprints"]["version"], json!(good));
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(h.engine.child.id() as i32, libc::SIGHUP) };
-    h.wait_for("SIGHUP reload", |s| s["reloads"].as_u64().unwrap() >= n + 2).await;
+    h.wait_for("SIGHUP reload", |s| s["reloads"].as_u64().unwrap() >= n + 2)
+        .await;
 }

@@ -28,7 +28,11 @@ const NEEDS_FINGERPRINTS: [&str; 4] = [
 fn corpus_mismatches(fingerprints: std::sync::Arc<Fingerprints>) -> Vec<String> {
     let plugins_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
     let registry = Registry::new(
-        RegistryOptions { dir: Some(plugins_dir), limits: Limits::default(), bundled: true },
+        RegistryOptions {
+            dir: Some(plugins_dir),
+            limits: Limits::default(),
+            bundled: true,
+        },
         fingerprints,
     )
     .unwrap();
@@ -91,7 +95,10 @@ fn corpus_mismatches(fingerprints: std::sync::Arc<Fingerprints>) -> Vec<String> 
 #[test]
 fn without_fingerprints_only_fingerprint_cases_differ() {
     let mismatches = corpus_mismatches(Fingerprints::new(FingerprintSet::empty()));
-    assert_eq!(mismatches, NEEDS_FINGERPRINTS, "measurements whose scores differ from the reference");
+    assert_eq!(
+        mismatches, NEEDS_FINGERPRINTS,
+        "measurements whose scores differ from the reference"
+    );
 }
 
 /// OONI's fingerprint snapshot (the one the reference used), imported to TOML with the
@@ -100,10 +107,17 @@ fn without_fingerprints_only_fingerprint_cases_differ() {
 fn with_the_imported_ooni_set_in_compat_mode_every_row_is_equal() {
     let dir = tempfile::tempdir().unwrap();
     let src = corpus_dir().join("fingerprints");
-    let inputs = [src.join("fingerprints_dns.json"), src.join("fingerprints_http.json")];
+    let inputs = [
+        src.join("fingerprints_dns.json"),
+        src.join("fingerprints_http.json"),
+    ];
     let written = ooni_engine::commands::import_fingerprints(&inputs, dir.path()).unwrap();
     assert_eq!(written.iter().map(|(_, n)| n).sum::<usize>(), 150 + 1699);
-    let fps = Fingerprints::from_dir(dir.path().to_owned(), ooni_core::fingerprints::Mode::Compat).unwrap();
+    let fps = Fingerprints::from_dir(dir.path().to_owned(), ooni_core::fingerprints::Mode::Compat)
+        .unwrap();
     let mismatches = corpus_mismatches(fps);
-    assert!(mismatches.is_empty(), "differ from the reference: {mismatches:?}");
+    assert!(
+        mismatches.is_empty(),
+        "differ from the reference: {mismatches:?}"
+    );
 }

@@ -185,25 +185,37 @@ pub fn check_plugin(path: &Path, sample: Option<&Path>, limits: Limits) -> Check
 
 /// `ooni-engine fingerprints import FILE… --out DIR`: OONI's JSON or CSV fingerprint
 /// files to TOML, one output file per input. Returns the files written.
-pub fn import_fingerprints(inputs: &[PathBuf], out_dir: &Path) -> anyhow::Result<Vec<(PathBuf, usize)>> {
+pub fn import_fingerprints(
+    inputs: &[PathBuf],
+    out_dir: &Path,
+) -> anyhow::Result<Vec<(PathBuf, usize)>> {
     use ooni_core::fingerprints::import::{from_csv, from_json, to_toml};
     std::fs::create_dir_all(out_dir)?;
     let mut written = Vec::new();
     for input in inputs {
-        let text = std::fs::read_to_string(input).map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
-        let name = input.file_name().and_then(|n| n.to_str()).unwrap_or("fingerprints");
+        let text = std::fs::read_to_string(input)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
+        let name = input
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("fingerprints");
         let records = if input.extension().is_some_and(|e| e == "json") {
             from_json(&text)
         } else {
             from_csv(&text, name)
         }
         .map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
-        let stem = input.file_stem().and_then(|s| s.to_str()).unwrap_or("fingerprints");
+        let stem = input
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("fingerprints");
         let out = out_dir.join(format!("{stem}.toml"));
         let header = format!("Imported by `ooni-engine fingerprints import` from {name}.\nSchema: fingerprints/README.md");
-        let toml = to_toml(&records, &header).map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
+        let toml =
+            to_toml(&records, &header).map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
         // Refuse to write what we could not read back.
-        ooni_core::fingerprints::parse_file(&out.display().to_string(), &toml).map_err(|e| anyhow::anyhow!("import of {} does not validate: {e}", input.display()))?;
+        ooni_core::fingerprints::parse_file(&out.display().to_string(), &toml)
+            .map_err(|e| anyhow::anyhow!("import of {} does not validate: {e}", input.display()))?;
         std::fs::write(&out, toml)?;
         written.push((out, records.len()));
     }

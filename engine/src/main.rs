@@ -131,13 +131,17 @@ fn main() -> anyhow::Result<()> {
             let stdout = std::io::stdout();
             return ooni_engine::commands::score(&files, &cfg, &mut stdout.lock());
         }
-        Command::Fingerprints { command: FingerprintsCommand::Import { files, out } } => {
+        Command::Fingerprints {
+            command: FingerprintsCommand::Import { files, out },
+        } => {
             for (file, n) in ooni_engine::commands::import_fingerprints(&files, &out)? {
                 println!("{}: {n} fingerprints", file.display());
             }
             return Ok(());
         }
-        Command::Fingerprints { command: FingerprintsCommand::Check { dir, mode } } => {
+        Command::Fingerprints {
+            command: FingerprintsCommand::Check { dir, mode },
+        } => {
             let mode = mode.parse().map_err(|e: String| anyhow::anyhow!(e))?;
             match ooni_engine::fingerprints::FingerprintSet::load_dir(&dir, mode) {
                 Ok(set) => {

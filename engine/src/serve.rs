@@ -47,13 +47,23 @@ pub fn open_fingerprints(cfg: &Config) -> anyhow::Result<Arc<Fingerprints>> {
 }
 
 /// The scorer plugins: bundled ones, overridden by the plugins directory.
-pub fn open_registry(cfg: &Config, fingerprints: Arc<Fingerprints>) -> anyhow::Result<Arc<Registry>> {
+pub fn open_registry(
+    cfg: &Config,
+    fingerprints: Arc<Fingerprints>,
+) -> anyhow::Result<Arc<Registry>> {
     let dir = cfg.plugins_dir();
     if let Some(d) = &dir {
         std::fs::create_dir_all(d)
             .with_context(|| format!("creating plugins directory {}", d.display()))?;
     }
-    Registry::new(RegistryOptions { dir, limits: cfg.plugin_limits(), bundled: true }, fingerprints)
+    Registry::new(
+        RegistryOptions {
+            dir,
+            limits: cfg.plugin_limits(),
+            bundled: true,
+        },
+        fingerprints,
+    )
 }
 
 pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
@@ -62,7 +72,9 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         .with_context(|| format!("opening the spool at {}", cfg.spool_dir().display()))?;
     let metrics = Arc::new(Metrics::default());
     let fingerprints = open_fingerprints(&cfg)?;
-    let _fingerprint_watcher = fingerprints.watch().context("watching the fingerprints directory")?;
+    let _fingerprint_watcher = fingerprints
+        .watch()
+        .context("watching the fingerprints directory")?;
     let registry = open_registry(&cfg, fingerprints.clone())?;
     let _watcher = registry.watch().context("watching the plugins directory")?;
     let sighup = spawn_sighup_reload(registry.clone());
@@ -125,7 +137,8 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
 /// SIGHUP reloads plugins and fingerprints, as `POST /admin/reload` does.
 fn spawn_sighup_reload(registry: Arc<Registry>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
             return;
         };
         while hup.recv().await.is_some() {

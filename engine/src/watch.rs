@@ -21,7 +21,9 @@ pub fn watch_dir(
                 e.kind,
                 EventKind::Create(_)
                     | EventKind::Remove(_)
-                    | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Name(_) | ModifyKind::Any)
+                    | EventKind::Modify(
+                        ModifyKind::Data(_) | ModifyKind::Name(_) | ModifyKind::Any
+                    )
                     | EventKind::Any
             )
         });
@@ -30,13 +32,15 @@ pub fn watch_dir(
         }
     })?;
     watcher.watch(dir, RecursiveMode::NonRecursive)?;
-    std::thread::Builder::new().name(thread_name.to_owned()).spawn(move || {
-        while rx.recv().is_ok() {
-            while rx.recv_timeout(Duration::from_millis(200)).is_ok() {}
-            if !on_change() {
-                break;
+    std::thread::Builder::new()
+        .name(thread_name.to_owned())
+        .spawn(move || {
+            while rx.recv().is_ok() {
+                while rx.recv_timeout(Duration::from_millis(200)).is_ok() {}
+                if !on_change() {
+                    break;
+                }
             }
-        }
-    })?;
+        })?;
     Ok(watcher)
 }

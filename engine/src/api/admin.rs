@@ -52,9 +52,15 @@ pub async fn plugins(State(st): State<AppState>, headers: HeaderMap) -> Result<R
 }
 
 /// The fingerprint set: directory, mode, version, counts, last reload and last error.
-pub async fn fingerprints(State(st): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn fingerprints(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     authorize(&st, &headers)?;
-    Ok(with_cache(Json(st.registry.fingerprints().status()), "no-cache"))
+    Ok(with_cache(
+        Json(st.registry.fingerprints().status()),
+        "no-cache",
+    ))
 }
 
 /// Reloads fingerprints and plugins now (the watchers also do on every change, and
@@ -62,16 +68,23 @@ pub async fn fingerprints(State(st): State<AppState>, headers: HeaderMap) -> Res
 pub async fn reload(State(st): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     authorize(&st, &headers)?;
     let reg = st.registry.clone();
-    let (fp, refused) = tokio::task::spawn_blocking(move || (reg.fingerprints().reload(), reg.reload()))
-        .await
-        .map_err(|e| ApiError::unavailable(format!("reload task failed: {e}")))?;
-    let refused: Vec<_> = refused.into_iter().map(|r| json!({"source": r.source, "error": r.error})).collect();
+    let (fp, refused) =
+        tokio::task::spawn_blocking(move || (reg.fingerprints().reload(), reg.reload()))
+            .await
+            .map_err(|e| ApiError::unavailable(format!("reload task failed: {e}")))?;
+    let refused: Vec<_> = refused
+        .into_iter()
+        .map(|r| json!({"source": r.source, "error": r.error}))
+        .collect();
     let version = st.registry.fingerprints().current().version.to_string();
     let fingerprints = match fp {
         Ok(()) => json!({"version": version, "error": null}),
         Err(e) => json!({"version": version, "error": e.to_string()}),
     };
-    Ok(with_cache(Json(json!({"plugins": {"refused": refused}, "fingerprints": fingerprints})), "no-cache"))
+    Ok(with_cache(
+        Json(json!({"plugins": {"refused": refused}, "fingerprints": fingerprints})),
+        "no-cache",
+    ))
 }
 
 #[cfg(test)]

@@ -26,15 +26,30 @@ pub struct FingerprintSet {
 
 impl FingerprintSet {
     pub fn empty() -> FingerprintSet {
-        FingerprintSet { matcher: Arc::new(NoFingerprints), version: Arc::from(""), dns: 0, http: 0, files: Vec::new() }
+        FingerprintSet {
+            matcher: Arc::new(NoFingerprints),
+            version: Arc::from(""),
+            dns: 0,
+            http: 0,
+            files: Vec::new(),
+        }
     }
 
     /// Reads, validates and compiles every `*.toml` file of `dir`.
     pub fn load_dir(dir: &Path, mode: Mode) -> Result<FingerprintSet, FingerprintError> {
         let mut paths: Vec<PathBuf> = match std::fs::read_dir(dir) {
-            Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| is_fingerprint_file(p)).collect(),
+            Ok(rd) => rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| is_fingerprint_file(p))
+                .collect(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(FingerprintError { file: dir.display().to_string(), line: None, message: e.to_string() }),
+            Err(e) => {
+                return Err(FingerprintError {
+                    file: dir.display().to_string(),
+                    line: None,
+                    message: e.to_string(),
+                })
+            }
         };
         paths.sort();
         let mut hash = Sha256::new();
@@ -46,8 +61,17 @@ impl FingerprintSet {
         let mut files = Vec::new();
         for p in &paths {
             let file = p.display().to_string();
-            let text = std::fs::read_to_string(p).map_err(|e| FingerprintError { file: file.clone(), line: None, message: e.to_string() })?;
-            hash.update(p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default().as_bytes());
+            let text = std::fs::read_to_string(p).map_err(|e| FingerprintError {
+                file: file.clone(),
+                line: None,
+                message: e.to_string(),
+            })?;
+            hash.update(
+                p.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+                    .as_bytes(),
+            );
             hash.update([0]);
             hash.update(text.as_bytes());
             hash.update([0]);
@@ -56,10 +80,19 @@ impl FingerprintSet {
         }
         check_unique(&all)?;
         if all.is_empty() {
-            return Ok(FingerprintSet { files, ..FingerprintSet::empty() });
+            return Ok(FingerprintSet {
+                files,
+                ..FingerprintSet::empty()
+            });
         }
-        let dns = all.iter().filter(|f| f.kind == ooni_core::fingerprints::Kind::Dns).count();
-        let version: String = hash.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let dns = all
+            .iter()
+            .filter(|f| f.kind == ooni_core::fingerprints::Kind::Dns)
+            .count();
+        let version: String = hash.finalize()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         Ok(FingerprintSet {
             matcher: Arc::new(Matcher::new(&all, mode)),
             version: Arc::from(version.as_str()),
@@ -138,7 +171,9 @@ impl Fingerprints {
 
     /// Re-reads the directory. On any error the current set stays.
     pub fn reload(&self) -> Result<(), FingerprintError> {
-        let Some((dir, mode)) = &self.source else { return Ok(()) };
+        let Some((dir, mode)) = &self.source else {
+            return Ok(());
+        };
         let t = Instant::now();
         match FingerprintSet::load_dir(dir, *mode) {
             Ok(set) => {
@@ -167,7 +202,14 @@ impl Fingerprints {
     /// What `/admin/fingerprints` shows.
     pub fn status(&self) -> Value {
         let set = self.current();
-        let (took, at) = self.last_reload.lock().ok().and_then(|r| *r).map_or((None, None), |(d, t)| (Some(d.as_secs_f64() * 1e3), Some(t.to_rfc3339())));
+        let (took, at) = self
+            .last_reload
+            .lock()
+            .ok()
+            .and_then(|r| *r)
+            .map_or((None, None), |(d, t)| {
+                (Some(d.as_secs_f64() * 1e3), Some(t.to_rfc3339()))
+            });
         json!({
             "directory": self.source.as_ref().map(|(d, _)| d.display().to_string()),
             "mode": self.source.as_ref().map(|(_, m)| match m { Mode::Compat => "compat", Mode::Strict => "strict" }),
@@ -184,7 +226,9 @@ impl Fingerprints {
 
     /// Watches the directory and reloads, debounced, after changes.
     pub fn watch(self: &Arc<Self>) -> anyhow::Result<Option<notify::RecommendedWatcher>> {
-        let Some((dir, _)) = &self.source else { return Ok(None) };
+        let Some((dir, _)) = &self.source else {
+            return Ok(None);
+        };
         let weak = Arc::downgrade(self);
         crate::watch::watch_dir(dir, "fingerprint-watch", move || match weak.upgrade() {
             Some(f) => {

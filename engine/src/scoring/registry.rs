@@ -402,7 +402,9 @@ impl Registry {
 
     /// Watches the plugins directory and reloads, debounced, after changes.
     pub fn watch(self: &Arc<Self>) -> anyhow::Result<Option<notify::RecommendedWatcher>> {
-        let Some(dir) = self.dir.clone() else { return Ok(None) };
+        let Some(dir) = self.dir.clone() else {
+            return Ok(None);
+        };
         let weak = Arc::downgrade(self);
         crate::watch::watch_dir(&dir, "plugin-watch", move || match weak.upgrade() {
             Some(reg) => {

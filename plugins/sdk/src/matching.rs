@@ -80,7 +80,10 @@ pub fn is_confirmed(probe_cc: &str, fp: &FingerprintMatch) -> bool {
     let in_countries = fp
         .get("expected_countries")
         .and_then(Value::as_array)
-        .is_some_and(|cs| cs.iter().any(|c| c.as_str() == Some(probe_cc) || c.as_str() == Some("ZZ")));
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.as_str() == Some(probe_cc) || c.as_str() == Some("ZZ"))
+        });
     (probe_cc != "ZZ" && in_countries)
         || matches!(fp.get("scope").and_then(Value::as_str), Some("isp" | "nat"))
 }

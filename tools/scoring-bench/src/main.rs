@@ -193,5 +193,138 @@ fn main() -> anyhow::Result<()> {
         "\nfull path vs reference: {:.1}x on the whole corpus",
         (1e6 / full_all) / 1197.6
     );
+    fingerprint_bench(&corpus, &wc, &all, budget)?;
+    Ok(())
+}
+
+/// Writes OONI's set, imported, `copies` times over (names and patterns made unique)
+/// into a fresh directory.
+fn synthesise_set(corpus: &Path, copies: usize) -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("ooni-bench-fps-{}-{copies}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let src = corpus.join("fingerprints");
+    ooni_engine::commands::import_fingerprints(
+        &[
+            src.join("fingerprints_dns.json"),
+            src.join("fingerprints_http.json"),
+        ],
+        &dir,
+    )?;
+    for k in 1..copies {
+        for f in ["fingerprints_dns", "fingerprints_http"] {
+            let text = std::fs::read_to_string(dir.join(format!("{f}.toml")))?;
+            // A different but equally long name and pattern for every copy.
+            let copy = text
+                .lines()
+                .map(|l| {
+                    if let Some(rest) = l.strip_prefix("pattern = \"\"\"") {
+                        format!("pattern = \"\"\"{k:03}{rest}")
+                    } else if let Some(rest) = l.strip_prefix("pattern = '''") {
+                        format!("pattern = '''{k:03}{rest}")
+                    } else if let Some(rest) = l.strip_prefix("name = \"") {
+                        format!("name = \"copy{k}.{rest}")
+                    } else if let Some(rest) = l.strip_prefix("pattern = \"") {
+                        format!("pattern = \"{k:03}{rest}")
+                    } else if let Some(rest) = l.strip_prefix("pattern = '") {
+                        format!("pattern = '{k:03}{rest}")
+                    } else {
+                        l.to_owned()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            std::fs::write(dir.join(format!("{f}.copy{k}.toml")), copy)?;
+        }
+    }
+    Ok(dir)
+}
+
+fn fingerprint_bench(
+    corpus: &Path,
+    wc: &[(String, Vec<u8>)],
+    all: &[(String, Vec<u8>)],
+    budget: Duration,
+) -> anyhow::Result<()> {
+    use ooni_core::fingerprints::Mode;
+    let uid = "20260101000000.000000_IT_webconnectivity_0000000000000000";
+    println!("\n| fingerprints, one core | set size | load + compile (ms) | web_connectivity µs / msmt | msmt/s | whole corpus msmt/s |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let mut base = None;
+    for (label, copies, mode) in [
+        ("none", 0usize, Mode::Strict),
+        ("OONI's set, compat", 1, Mode::Compat),
+        ("OONI's set, strict", 1, Mode::Strict),
+        ("10x OONI's set, strict", 10, Mode::Strict),
+    ] {
+        let (set, ms) = if copies == 0 {
+            (FingerprintSet::empty(), 0.0)
+        } else {
+            let dir = synthesise_set(corpus, copies)?;
+            let t = Instant::now();
+            let set = FingerprintSet::load_dir(&dir, mode)?;
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            let _ = std::fs::remove_dir_all(&dir);
+            (set, ms)
+        };
+        let size = set.dns + set.http;
+        // The matcher alone, on the bodies and headers of the same measurements.
+        let parts: Vec<(Vec<u8>, String)> = wc
+            .iter()
+            .flat_map(|(_, b)| {
+                let v: serde_json::Value = serde_json::from_slice(b).unwrap_or_default();
+                let reqs = v["test_keys"]["requests"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                reqs.into_iter()
+                    .map(|r| {
+                        let body = r["response"]["body"]
+                            .as_str()
+                            .unwrap_or("")
+                            .as_bytes()
+                            .to_vec();
+                        (body, r["response"]["headers"].to_string())
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let per_msmt = parts.len() as f64 / wc.len() as f64;
+        let body_us = time_per_item(&parts, budget / 2, |(b, _)| {
+            black_box(ooni_scorer_sdk::Host::match_http_body(&set, b));
+        }) * per_msmt;
+        let head_us = time_per_item(&parts, budget / 2, |(_, h)| {
+            black_box(ooni_scorer_sdk::Host::match_http_headers(&set, h));
+        }) * per_msmt;
+        println!("  matcher alone, per web_connectivity measurement: bodies {body_us:.1} µs, headers {head_us:.1} µs");
+        let registry = Registry::new(
+            RegistryOptions {
+                dir: None,
+                limits: Limits::default(),
+                bundled: true,
+            },
+            Fingerprints::new(set),
+        )?;
+        let plugins = registry.snapshot();
+        let wc_us = time_per_item(wc, budget, |(_, b)| {
+            black_box(matches!(
+                derive_row(b, uid, plugins.as_ref()),
+                Outcome::Row(_)
+            ));
+        });
+        let all_us = time_per_item(all, budget, |(_, b)| {
+            black_box(matches!(
+                derive_row(b, uid, plugins.as_ref()),
+                Outcome::Row(_)
+            ));
+        });
+        let extra = base.map_or(String::new(), |b: f64| format!(" (+{:.1} µs)", wc_us - b));
+        base.get_or_insert(wc_us);
+        println!(
+            "| {label} | {size} | {ms:.1} | {wc_us:.1}{extra} | {:.0} | {:.0} |",
+            1e6 / wc_us,
+            1e6 / all_us
+        );
+    }
+    println!("reference Python fastpath with OONI's set: ~240 web_connectivity msmt/s, 1,198 whole-corpus msmt/s per core");
     Ok(())
 }

@@ -42,7 +42,10 @@ impl Record {
 }
 
 pub fn countries(raw: &str) -> Vec<String> {
-    raw.split(',').map(|c| c.trim().to_uppercase()).filter(|c| !c.is_empty()).collect()
+    raw.split(',')
+        .map(|c| c.trim().to_uppercase())
+        .filter(|c| !c.is_empty())
+        .collect()
 }
 
 /// Parses RFC 4180 CSV: quoted fields may hold commas, doubled quotes and line breaks.
@@ -103,18 +106,25 @@ fn str_field(o: &serde_json::Map<String, Value>, k: &str) -> Result<String, Stri
 /// OONI's JSON snapshot format (a list of objects).
 pub fn from_json(text: &str) -> Result<Vec<Record>, String> {
     let v: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
-    let list = v.as_array().ok_or("expected a JSON array of fingerprints")?;
+    let list = v
+        .as_array()
+        .ok_or("expected a JSON array of fingerprints")?;
     list.iter()
         .enumerate()
         .map(|(i, item)| {
-            let o = item.as_object().ok_or(format!("item {i} is not an object"))?;
+            let o = item
+                .as_object()
+                .ok_or(format!("item {i} is not an object"))?;
             Ok(Record {
                 name: str_field(o, "name")?,
                 scope: str_field(o, "scope")?,
                 location_found: str_field(o, "location_found")?,
                 pattern_type: str_field(o, "pattern_type")?,
                 pattern: str_field(o, "pattern")?,
-                confidence_no_fp: o.get("confidence_no_fp").and_then(Value::as_i64).unwrap_or(5),
+                confidence_no_fp: o
+                    .get("confidence_no_fp")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(5),
                 expected_countries: countries(&str_field(o, "expected_countries")?),
                 other_names: str_field(o, "other_names")?,
                 source: str_field(o, "source")?,
@@ -128,24 +138,41 @@ pub fn from_json(text: &str) -> Result<Vec<Record>, String> {
 /// The blocking-fingerprints CSV (with header), or the 2019 list (without).
 pub fn from_csv(text: &str, source_label: &str) -> Result<Vec<Record>, String> {
     let rows = parse_csv(text.strip_prefix('\u{feff}').unwrap_or(text))?;
-    let Some(first) = rows.first() else { return Ok(Vec::new()) };
+    let Some(first) = rows.first() else {
+        return Ok(Vec::new());
+    };
     if first.first().map(String::as_str) == Some("name") {
         let col = |name: &str| first.iter().position(|h| h == name);
         let idx: Vec<Option<usize>> = [
-            "name", "scope", "other_names", "location_found", "pattern_type", "pattern", "confidence_no_fp",
-            "expected_countries", "source", "exp_url", "notes",
+            "name",
+            "scope",
+            "other_names",
+            "location_found",
+            "pattern_type",
+            "pattern",
+            "confidence_no_fp",
+            "expected_countries",
+            "source",
+            "exp_url",
+            "notes",
         ]
         .iter()
         .map(|c| col(c))
         .collect();
-        let get = |r: &Vec<String>, i: usize| idx[i].and_then(|j| r.get(j)).cloned().unwrap_or_default();
+        let get =
+            |r: &Vec<String>, i: usize| idx[i].and_then(|j| r.get(j)).cloned().unwrap_or_default();
         return rows[1..]
             .iter()
             .filter(|r| r.iter().any(|f| !f.is_empty()))
             .enumerate()
             .map(|(n, r)| {
                 if r.len() != first.len() {
-                    return Err(format!("row {} has {} fields, the header {}", n + 2, r.len(), first.len()));
+                    return Err(format!(
+                        "row {} has {} fields, the header {}",
+                        n + 2,
+                        r.len(),
+                        first.len()
+                    ));
                 }
                 Ok(Record {
                     name: get(r, 0),
@@ -154,7 +181,10 @@ pub fn from_csv(text: &str, source_label: &str) -> Result<Vec<Record>, String> {
                     location_found: get(r, 3),
                     pattern_type: get(r, 4),
                     pattern: get(r, 5),
-                    confidence_no_fp: get(r, 6).trim().parse().map_err(|_| format!("row {}: confidence_no_fp is not a number", n + 2))?,
+                    confidence_no_fp: get(r, 6)
+                        .trim()
+                        .parse()
+                        .map_err(|_| format!("row {}: confidence_no_fp is not a number", n + 2))?,
                     expected_countries: countries(&get(r, 7)),
                     source: get(r, 8),
                     exp_url: get(r, 9),
@@ -224,7 +254,10 @@ mod tests {
     #[test]
     fn csv_with_quotes_commas_and_line_breaks() {
         let rows = parse_csv("a,\"b,c\",\"d\"\"e\"\r\n\"multi\nline\",x,\n").unwrap();
-        assert_eq!(rows, vec![vec!["a", "b,c", "d\"e"], vec!["multi\nline", "x", ""]]);
+        assert_eq!(
+            rows,
+            vec![vec!["a", "b,c", "d\"e"], vec!["multi\nline", "x", ""]]
+        );
         assert!(parse_csv("\"open").is_err());
     }
 
@@ -241,7 +274,13 @@ mod tests {
         assert_eq!(body.pattern, "  a\"b\\c\r\nd é 禁止  ");
         assert_eq!(body.expected_countries, ["RU", "ZZ"]);
         assert_eq!((body.confidence_no_fp, body.other_names.as_str()), (7, "x"));
-        assert_eq!(back.iter().find(|f| f.name == "t.2").unwrap().location_found, "dns");
+        assert_eq!(
+            back.iter()
+                .find(|f| f.name == "t.2")
+                .unwrap()
+                .location_found,
+            "dns"
+        );
     }
 
     #[test]

@@ -30,7 +30,9 @@ impl std::str::FromStr for Mode {
         match s {
             "compat" => Ok(Mode::Compat),
             "strict" => Ok(Mode::Strict),
-            other => Err(format!("unknown fingerprint mode {other:?} (compat or strict)")),
+            other => Err(format!(
+                "unknown fingerprint mode {other:?} (compat or strict)"
+            )),
         }
     }
 }
@@ -55,7 +57,14 @@ impl Literals {
             });
             owners[i].push((fp, ty));
         }
-        let automaton = (!patterns.is_empty()).then(|| AhoCorasick::new(&patterns).expect("literal patterns always compile"));
+        // A DFA scans fastest; past its size limit fall back to the default choice.
+        let automaton = (!patterns.is_empty()).then(|| {
+            AhoCorasick::builder()
+                .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+                .build(&patterns)
+                .or_else(|_| AhoCorasick::new(&patterns))
+                .expect("literal patterns always compile")
+        });
         Literals { automaton, owners }
     }
 
@@ -82,7 +91,6 @@ impl Literals {
 
 struct HeaderFp {
     index: u32,
-    name: String,
     ty: PatternType,
 }
 
@@ -96,7 +104,8 @@ pub struct Matcher {
     body_literals: Literals,
     body_full: HashMap<Vec<u8>, Vec<u32>>,
     body_regex: (RegexSet, Vec<u32>),
-    headers: Vec<HeaderFp>,
+    /// Header fingerprints by lower-case header name, each list in set order.
+    headers: HashMap<String, Vec<HeaderFp>>,
     header_regex: HashMap<u32, regex::bytes::Regex>,
     len: usize,
 }
@@ -120,7 +129,8 @@ fn dns_key(s: &str, mode: Mode) -> String {
 }
 
 fn regex_set(items: &[(u32, &str)]) -> (RegexSet, Vec<u32>) {
-    let set = RegexSet::new(items.iter().map(|(_, p)| regex_source(p))).expect("regexps were validated on load");
+    let set = RegexSet::new(items.iter().map(|(_, p)| regex_source(p)))
+        .expect("regexps were validated on load");
     (set, items.iter().map(|(i, _)| *i).collect())
 }
 
@@ -131,39 +141,62 @@ impl Matcher {
         let (mut dns_lits, mut dns_res) = (Vec::new(), Vec::new());
         let (mut body_lits, mut body_res) = (Vec::new(), Vec::new());
         let mut body_full: HashMap<Vec<u8>, Vec<u32>> = HashMap::new();
-        let mut headers = Vec::new();
+        let mut headers: HashMap<String, Vec<HeaderFp>> = HashMap::new();
         let mut header_regex = HashMap::new();
         for (i, fp) in fps.iter().enumerate() {
             let i = i as u32;
             let mut m = Map::new();
             m.insert("name".into(), Value::from(fp.name.as_str()));
             m.insert("scope".into(), Value::from(fp.scope.as_str()));
-            m.insert("location_found".into(), Value::from(fp.location_found.as_str()));
+            m.insert(
+                "location_found".into(),
+                Value::from(fp.location_found.as_str()),
+            );
             m.insert("confidence_no_fp".into(), Value::from(fp.confidence_no_fp));
             m.insert(
                 "expected_countries".into(),
-                Value::Array(prepare_countries(&fp.expected_countries, mode).into_iter().map(Value::from).collect()),
+                Value::Array(
+                    prepare_countries(&fp.expected_countries, mode)
+                        .into_iter()
+                        .map(Value::from)
+                        .collect(),
+                ),
             );
             minis.push(m);
             match (fp.kind, mode) {
-                (Kind::Dns, Mode::Compat) => dns_exact.entry(fp.pattern.clone()).or_default().push(i),
+                (Kind::Dns, Mode::Compat) => {
+                    dns_exact.entry(fp.pattern.clone()).or_default().push(i)
+                }
                 (Kind::Dns, Mode::Strict) => match fp.pattern_type {
-                    PatternType::Full => dns_exact.entry(dns_key(&fp.pattern, mode)).or_default().push(i),
+                    PatternType::Full => dns_exact
+                        .entry(dns_key(&fp.pattern, mode))
+                        .or_default()
+                        .push(i),
                     PatternType::Regexp => dns_res.push((i, fp.pattern.as_str())),
                     ty => dns_lits.push((i, ty, dns_key(&fp.pattern, mode).into_bytes())),
                 },
                 (Kind::Http, _) if fp.location_found == "body" => match (mode, fp.pattern_type) {
                     (Mode::Compat, ty) => body_lits.push((i, ty, fp.pattern.as_bytes().to_vec())),
-                    (Mode::Strict, PatternType::Full) => body_full.entry(fp.pattern.as_bytes().to_vec()).or_default().push(i),
+                    (Mode::Strict, PatternType::Full) => body_full
+                        .entry(fp.pattern.as_bytes().to_vec())
+                        .or_default()
+                        .push(i),
                     (Mode::Strict, PatternType::Regexp) => body_res.push((i, fp.pattern.as_str())),
                     (Mode::Strict, ty) => body_lits.push((i, ty, fp.pattern.as_bytes().to_vec())),
                 },
                 (Kind::Http, _) => {
                     let name = fp.location_found.trim_start_matches("header.").to_owned();
                     if mode == Mode::Strict && fp.pattern_type == PatternType::Regexp {
-                        header_regex.insert(i, regex::bytes::Regex::new(&regex_source(&fp.pattern)).expect("validated on load"));
+                        header_regex.insert(
+                            i,
+                            regex::bytes::Regex::new(&regex_source(&fp.pattern))
+                                .expect("validated on load"),
+                        );
                     }
-                    headers.push(HeaderFp { index: i, name, ty: fp.pattern_type });
+                    headers.entry(name).or_default().push(HeaderFp {
+                        index: i,
+                        ty: fp.pattern_type,
+                    });
                 }
             }
         }
@@ -198,7 +231,9 @@ impl Matcher {
     fn collect(&self, mut ids: Vec<u32>) -> Vec<FingerprintMatch> {
         ids.sort_unstable();
         ids.dedup();
-        ids.into_iter().map(|i| self.minis[i as usize].clone()).collect()
+        ids.into_iter()
+            .map(|i| self.minis[i as usize].clone())
+            .collect()
     }
 
     pub fn dns(&self, answer: &str) -> Vec<FingerprintMatch> {
@@ -206,20 +241,33 @@ impl Matcher {
         let mut ids: Vec<u32> = self.dns_exact.get(&key).cloned().unwrap_or_default();
         if self.mode == Mode::Strict {
             self.dns_literals.scan(key.as_bytes(), true, &mut ids);
-            ids.extend(self.dns_regex.0.matches(key.as_bytes()).iter().map(|k| self.dns_regex.1[k]));
+            ids.extend(
+                self.dns_regex
+                    .0
+                    .matches(key.as_bytes())
+                    .iter()
+                    .map(|k| self.dns_regex.1[k]),
+            );
         }
         self.collect(ids)
     }
 
     pub fn body(&self, body: &[u8]) -> Vec<FingerprintMatch> {
         let mut ids = Vec::new();
-        self.body_literals.scan(body, self.mode == Mode::Strict, &mut ids);
+        self.body_literals
+            .scan(body, self.mode == Mode::Strict, &mut ids);
         if self.mode == Mode::Strict {
             if let Some(f) = self.body_full.get(body) {
                 ids.extend(f);
             }
             if !self.body_regex.1.is_empty() {
-                ids.extend(self.body_regex.0.matches(body).iter().map(|k| self.body_regex.1[k]));
+                ids.extend(
+                    self.body_regex
+                        .0
+                        .matches(body)
+                        .iter()
+                        .map(|k| self.body_regex.1[k]),
+                );
             }
         }
         self.collect(ids)
@@ -234,33 +282,51 @@ impl Matcher {
             return Vec::new();
         };
         // Lower-cased names; of two names differing only in case the last one wins.
-        let lower: HashMap<String, &Value> = raw.iter().map(|(k, v)| (k.to_lowercase(), v)).collect();
+        let mut lower: HashMap<String, &Value> = HashMap::with_capacity(raw.len());
+        for (k, v) in raw.iter() {
+            lower.insert(k.to_lowercase(), v);
+        }
         let mut ids = Vec::new();
-        for h in &self.headers {
-            let Some(v) = lower.get(&h.name) else { continue };
-            let text: Option<String> = match (v, self.mode, h.ty) {
-                (Value::String(s), _, _) => Some(s.clone()),
-                // A base64 value: OONI decodes it (as Latin-1) for prefix rows only.
-                (Value::Object(o), mode, ty) if o.get("format").and_then(Value::as_str) == Some("base64") && (mode == Mode::Strict || ty == PatternType::Prefix) => {
-                    let data = o.get("data").and_then(Value::as_str).unwrap_or("");
-                    b64::decode(data).ok().map(|b| b.iter().map(|&c| c as char).collect())
+        for (name, v) in &lower {
+            let Some(fps) = self.headers.get(name) else {
+                continue;
+            };
+            for h in fps {
+                if let Some(i) = self.header_hit(h, v) {
+                    ids.push(i);
                 }
-                _ => None,
-            };
-            let Some(text) = text else { continue };
-            let pat = &self.patterns[h.index as usize];
-            let hit = match (self.mode, h.ty) {
-                (_, PatternType::Full) => &text == pat,
-                (_, PatternType::Prefix) => text.starts_with(pat.as_str()),
-                (Mode::Compat, _) => false,
-                (Mode::Strict, PatternType::Contains) => text.contains(pat.as_str()),
-                (Mode::Strict, PatternType::Regexp) => self.header_regex.get(&h.index).is_some_and(|r| r.is_match(text.as_bytes())),
-            };
-            if hit {
-                ids.push(h.index);
             }
         }
         self.collect(ids)
+    }
+}
+
+impl Matcher {
+    fn header_hit(&self, h: &HeaderFp, v: &Value) -> Option<u32> {
+        let text: String = match (v, self.mode, h.ty) {
+            (Value::String(s), _, _) => s.clone(),
+            // A base64 value: OONI decodes it (as Latin-1) for prefix rows only.
+            (Value::Object(o), mode, ty)
+                if o.get("format").and_then(Value::as_str) == Some("base64")
+                    && (mode == Mode::Strict || ty == PatternType::Prefix) =>
+            {
+                let data = o.get("data").and_then(Value::as_str).unwrap_or("");
+                b64::decode(data).ok()?.iter().map(|&c| c as char).collect()
+            }
+            _ => return None,
+        };
+        let pat = &self.patterns[h.index as usize];
+        let hit = match (self.mode, h.ty) {
+            (_, PatternType::Full) => &text == pat,
+            (_, PatternType::Prefix) => text.starts_with(pat.as_str()),
+            (Mode::Compat, _) => false,
+            (Mode::Strict, PatternType::Contains) => text.contains(pat.as_str()),
+            (Mode::Strict, PatternType::Regexp) => self
+                .header_regex
+                .get(&h.index)
+                .is_some_and(|r| r.is_match(text.as_bytes())),
+        };
+        hit.then_some(h.index)
     }
 }
 
@@ -353,12 +419,17 @@ pattern = 'Cisco-WSA/\d+'
 "#;
 
     fn names(ms: Vec<FingerprintMatch>) -> Vec<String> {
-        ms.into_iter().map(|m| m["name"].as_str().unwrap().to_owned()).collect()
+        ms.into_iter()
+            .map(|m| m["name"].as_str().unwrap().to_owned())
+            .collect()
     }
 
     fn both() -> (Matcher, Matcher) {
         let fps = parse_file("set.toml", SET).unwrap();
-        (Matcher::new(&fps, Mode::Compat), Matcher::new(&fps, Mode::Strict))
+        (
+            Matcher::new(&fps, Mode::Compat),
+            Matcher::new(&fps, Mode::Strict),
+        )
     }
 
     #[test]
@@ -366,12 +437,32 @@ pattern = 'Cisco-WSA/\d+'
         let (c, s) = both();
         assert_eq!(names(c.dns("10.10.34.34")), ["d.ip"]);
         assert!(c.dns("blocked.example").is_empty(), "compat: exact only");
-        assert_eq!(names(s.dns("blocked.example")), ["d.full"], "strict: case and trailing dot");
-        assert_eq!(c.dns("Blocked.Example.")[0]["expected_countries"], serde_json::json!(["IT"]), "compat drops ZZ");
-        assert_eq!(s.dns("Blocked.Example.")[0]["expected_countries"], serde_json::json!(["IT", "ZZ"]));
+        assert_eq!(
+            names(s.dns("blocked.example")),
+            ["d.full"],
+            "strict: case and trailing dot"
+        );
+        assert_eq!(
+            c.dns("Blocked.Example.")[0]["expected_countries"],
+            serde_json::json!(["IT"]),
+            "compat drops ZZ"
+        );
+        assert_eq!(
+            s.dns("Blocked.Example.")[0]["expected_countries"],
+            serde_json::json!(["IT", "ZZ"])
+        );
         let first = c.dns("10.10.34.34").remove(0);
         let keys: Vec<&String> = first.keys().collect();
-        assert_eq!(keys, ["name", "scope", "location_found", "confidence_no_fp", "expected_countries"]);
+        assert_eq!(
+            keys,
+            [
+                "name",
+                "scope",
+                "location_found",
+                "confidence_no_fp",
+                "expected_countries"
+            ]
+        );
     }
 
     #[test]
@@ -384,17 +475,32 @@ pattern = 'Cisco-WSA/\d+'
         assert_eq!(names(s.body(page)), ["b.contains", "b.regexp"]);
         assert_eq!(names(s.body(b"<!-- blockpage v2")), ["b.prefix"]);
         assert_eq!(names(s.body(b"<HTML></HTML>")), ["b.full"]);
-        assert!(s.body(b"x<HTML></HTML>").is_empty(), "strict full is the whole body");
-        assert_eq!(names(c.body(b"x<HTML></HTML>")), ["b.full"], "compat full is a substring");
+        assert!(
+            s.body(b"x<HTML></HTML>").is_empty(),
+            "strict full is the whole body"
+        );
+        assert_eq!(
+            names(c.body(b"x<HTML></HTML>")),
+            ["b.full"],
+            "compat full is a substring"
+        );
     }
 
     #[test]
     fn header_rules_per_mode() {
         let (c, s) = both();
         let h = r#"{"Location": "http://warning.example/geoblock?x", "SERVER": "Protected by WireFilter", "Via": "1.1 proxy (Cisco-WSA/9.1.1-074)"}"#;
-        assert_eq!(names(c.headers(h)), ["h.prefix", "h.full"], "compat ignores contains and regexp rows");
-        assert_eq!(names(s.headers(h)), ["h.prefix", "h.full", "h.contains", "h.regexp"]);
-        let b64 = r#"{"location": {"format": "base64", "data": "aHR0cDovL3dhcm5pbmcuZXhhbXBsZS94"}}"#;
+        assert_eq!(
+            names(c.headers(h)),
+            ["h.prefix", "h.full"],
+            "compat ignores contains and regexp rows"
+        );
+        assert_eq!(
+            names(s.headers(h)),
+            ["h.prefix", "h.full", "h.contains", "h.regexp"]
+        );
+        let b64 =
+            r#"{"location": {"format": "base64", "data": "aHR0cDovL3dhcm5pbmcuZXhhbXBsZS94"}}"#;
         assert_eq!(names(c.headers(b64)), ["h.prefix"]);
         assert!(c.headers("not json").is_empty());
     }
@@ -408,6 +514,9 @@ pattern = 'Cisco-WSA/\d+'
         let fps = parse_file("big.toml", &text).unwrap();
         let m = Matcher::new(&fps, Mode::Strict);
         assert_eq!(m.len(), 5000);
-        assert_eq!(names(m.body(b"... needle-4999-x ... needle-7-x")), ["n7", "n4999"]);
+        assert_eq!(
+            names(m.body(b"... needle-4999-x ... needle-7-x")),
+            ["n7", "n4999"]
+        );
     }
 }

@@ -82,7 +82,9 @@ pub fn regex_source(pattern: &str) -> String {
                 let counted = close.is_some_and(|j| {
                     let inner = &rest[..j];
                     let (lo, hi) = inner.split_once(',').unwrap_or((inner, "0"));
-                    !lo.is_empty() && lo.bytes().all(|d| d.is_ascii_digit()) && hi.bytes().all(|d| d.is_ascii_digit())
+                    !lo.is_empty()
+                        && lo.bytes().all(|d| d.is_ascii_digit())
+                        && hi.bytes().all(|d| d.is_ascii_digit())
                 });
                 if !counted {
                     out.push_str("\\{");
@@ -154,7 +156,11 @@ struct RawFile {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())].iter().filter(|b| **b == b'\n').count() + 1
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
 }
 
 fn check(kind: Kind, raw: RawFingerprint, origin: String) -> Result<Fingerprint, String> {
@@ -162,30 +168,49 @@ fn check(kind: Kind, raw: RawFingerprint, origin: String) -> Result<Fingerprint,
         return Err("name is empty".into());
     }
     if !SCOPES.contains(&raw.scope.as_str()) {
-        return Err(format!("unknown scope {:?} (expected one of {})", raw.scope, SCOPES.join(", ")));
+        return Err(format!(
+            "unknown scope {:?} (expected one of {})",
+            raw.scope,
+            SCOPES.join(", ")
+        ));
     }
     let pattern_type = match raw.pattern_type.as_str() {
         "contains" => PatternType::Contains,
         "full" => PatternType::Full,
         "prefix" => PatternType::Prefix,
         "regexp" | "regex" => PatternType::Regexp,
-        other => return Err(format!("unknown pattern_type {other:?} (expected contains, full, prefix or regexp)")),
+        other => {
+            return Err(format!(
+                "unknown pattern_type {other:?} (expected contains, full, prefix or regexp)"
+            ))
+        }
     };
     if raw.pattern.is_empty() {
         return Err("pattern is empty".into());
     }
     if pattern_type == PatternType::Regexp {
-        regex::bytes::Regex::new(&regex_source(&raw.pattern)).map_err(|e| format!("invalid regexp: {e}"))?;
+        regex::bytes::Regex::new(&regex_source(&raw.pattern))
+            .map_err(|e| format!("invalid regexp: {e}"))?;
     }
     let location_found = match (kind, raw.location_found) {
         (Kind::Dns, None) => "dns".to_owned(),
         (Kind::Dns, Some(l)) if l == "dns" => l,
-        (Kind::Dns, Some(l)) => return Err(format!("a [[dns]] fingerprint is found in \"dns\", not {l:?}")),
-        (Kind::Http, None) => return Err("location_found is required: \"body\" or \"header.<name>\"".into()),
+        (Kind::Dns, Some(l)) => {
+            return Err(format!(
+                "a [[dns]] fingerprint is found in \"dns\", not {l:?}"
+            ))
+        }
+        (Kind::Http, None) => {
+            return Err("location_found is required: \"body\" or \"header.<name>\"".into())
+        }
         (Kind::Http, Some(l)) if l == "body" => l,
         (Kind::Http, Some(l)) => match l.strip_prefix("header.") {
             Some(h) if !h.is_empty() => format!("header.{}", h.to_ascii_lowercase()),
-            _ => return Err(format!("location_found {l:?} must be \"body\" or \"header.<name>\"")),
+            _ => {
+                return Err(format!(
+                    "location_found {l:?} must be \"body\" or \"header.<name>\""
+                ))
+            }
         },
     };
     let confidence_no_fp = u8::try_from(raw.confidence_no_fp)
@@ -194,7 +219,9 @@ fn check(kind: Kind, raw: RawFingerprint, origin: String) -> Result<Fingerprint,
         .ok_or_else(|| format!("confidence_no_fp {} must be 0 to 10", raw.confidence_no_fp))?;
     for cc in &raw.expected_countries {
         if cc.len() != 2 || !cc.bytes().all(|b| b.is_ascii_uppercase()) {
-            return Err(format!("expected_countries item {cc:?} must be two upper-case letters (ZZ: any)"));
+            return Err(format!(
+                "expected_countries item {cc:?} must be two upper-case letters (ZZ: any)"
+            ));
         }
     }
     Ok(Fingerprint {
@@ -216,7 +243,11 @@ fn check(kind: Kind, raw: RawFingerprint, origin: String) -> Result<Fingerprint,
 
 /// Parses and validates one file. `file` names it in errors.
 pub fn parse_file(file: &str, text: &str) -> Result<Vec<Fingerprint>, FingerprintError> {
-    let err = |line, message: String| FingerprintError { file: file.to_owned(), line, message };
+    let err = |line, message: String| FingerprintError {
+        file: file.to_owned(),
+        line,
+        message,
+    };
     let raw: RawFile = toml::from_str(text).map_err(|e| {
         let line = e.span().map(|s| line_of(text, s.start));
         err(line, e.message().to_owned())
@@ -225,7 +256,8 @@ pub fn parse_file(file: &str, text: &str) -> Result<Vec<Fingerprint>, Fingerprin
     for (kind, list) in [(Kind::Dns, raw.dns), (Kind::Http, raw.http)] {
         for item in list {
             let line = line_of(text, item.span().start);
-            let fp = check(kind, item.into_inner(), format!("{file}:{line}")).map_err(|m| err(Some(line), m))?;
+            let fp = check(kind, item.into_inner(), format!("{file}:{line}"))
+                .map_err(|m| err(Some(line), m))?;
             out.push(fp);
         }
     }
@@ -294,19 +326,36 @@ confidence_no_fp = 10
     #[test]
     fn every_problem_names_file_and_line() {
         assert!(error_of("[[dns]]\nname = \n").starts_with("f.toml:2:"));
-        let e = error_of(&GOOD.replace("confidence_no_fp = 10", "confidence_no_fp = 10\ncolour = 1"));
+        let e =
+            error_of(&GOOD.replace("confidence_no_fp = 10", "confidence_no_fp = 10\ncolour = 1"));
         assert!(e.starts_with("f.toml:") && e.contains("colour"), "{e}");
         let e = error_of(&GOOD.replace("scope = \"nat\"", "scope = \"national\""));
-        assert!(e.starts_with("f.toml:9:") && e.contains("unknown scope"), "{e}");
-        let e = error_of(&GOOD.replace("pattern_type = \"contains\"", "pattern_type = \"regexp\"").replace("'''<title>Blocked \"here\"</title>'''", "\"a(b\""));
+        assert!(
+            e.starts_with("f.toml:9:") && e.contains("unknown scope"),
+            "{e}"
+        );
+        let e = error_of(
+            &GOOD
+                .replace("pattern_type = \"contains\"", "pattern_type = \"regexp\"")
+                .replace("'''<title>Blocked \"here\"</title>'''", "\"a(b\""),
+        );
         assert!(e.contains("invalid regexp"), "{e}");
-        let e = error_of(&GOOD.replace("location_found = \"body\"", "location_found = \"headers.x\""));
+        let e = error_of(&GOOD.replace(
+            "location_found = \"body\"",
+            "location_found = \"headers.x\"",
+        ));
         assert!(e.contains("location_found"), "{e}");
         let e = error_of(&GOOD.replace("[\"IT\"]", "[\"it\"]"));
-        assert!(e.starts_with("f.toml:2:") && e.contains("expected_countries"), "{e}");
+        assert!(
+            e.starts_with("f.toml:2:") && e.contains("expected_countries"),
+            "{e}"
+        );
         let mut two = parse_file("a.toml", GOOD).unwrap();
         two.extend(parse_file("b.toml", GOOD).unwrap());
         let e = check_unique(&two).unwrap_err().to_string();
-        assert!(e.starts_with("b.toml:2:") && e.contains("first defined at a.toml:2"), "{e}");
+        assert!(
+            e.starts_with("b.toml:2:") && e.contains("first defined at a.toml:2"),
+            "{e}"
+        );
     }
 }
