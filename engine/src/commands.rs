@@ -137,6 +137,20 @@ pub fn check_plugin(path: &Path, sample: Option<&Path>, limits: Limits) -> Check
         None => sample_measurement(&plugin.test_names[0]),
     };
     let mut ok = true;
+    let sample_test = serde_json::from_str::<Value>(&sample_json)
+        .ok()
+        .and_then(|v| {
+            let m = v.get("content").cloned().unwrap_or(v);
+            m.get("test_name")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        });
+    if let Some(t) = sample_test.filter(|t| !plugin.test_names.contains(t)) {
+        lines.push(format!(
+            "warning: the sample is a {t} measurement, which this plugin does not score ({})",
+            plugin.test_names.join(", ")
+        ));
+    }
     if plugin.kind == "wasm" {
         // Load again to reach the module directly and tell faults from refusals.
         match WasmScorer::load(&rt, &bytes, limits, fps) {
