@@ -48,6 +48,22 @@ const CHECK_IN_TESTS: [&str; 21] = [
     "whatsapp",
 ];
 
+/// The receive time in a uid, strictly increasing within this process: two uploads of
+/// the same bytes in the same microsecond would otherwise get the same uid (OONI's
+/// format is time + body hash), and the second would replace the first in the spool.
+fn receive_time() -> DateTime<Utc> {
+    use std::sync::atomic::AtomicI64;
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let now = Utc::now().timestamp_micros();
+    let prev = LAST.fetch_max(now, Relaxed);
+    let micros = if prev >= now {
+        LAST.fetch_add(1, Relaxed) + 1
+    } else {
+        now
+    };
+    DateTime::from_timestamp_micros(micros).unwrap_or_else(Utc::now)
+}
+
 /// Bodies larger than this are parsed off the async runtime.
 const INLINE_PARSE_LIMIT: usize = 1 << 20;
 
@@ -239,7 +255,7 @@ pub async fn submit_measurement(
         check_submission(&st, &report_id, encoding, raw.to_vec())?
     };
     let (cc, test_name) = cc_test.split_once('_').unwrap_or(("ZZ", ""));
-    let uid = format_measurement_uid(Utc::now(), cc, test_name, &body);
+    let uid = format_measurement_uid(receive_time(), cc, test_name, &body);
     let dir = parse_measurement_uid(&uid)
         .map(|p| p.spool_dir())
         .ok_or_else(|| ApiError::unavailable("could not form a measurement uid"))?;
@@ -391,6 +407,14 @@ mod tests {
         assert_eq!(normalise_asn("ASxyz"), 0);
         assert_eq!(normalise_cc("i_t"), "IT");
         assert_eq!(normalise_cc("ITA"), "ZZ");
+    }
+
+    #[test]
+    fn receive_times_never_repeat() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..10_000 {
+            assert!(seen.insert(receive_time()));
+        }
     }
 
     #[test]
