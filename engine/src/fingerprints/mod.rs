@@ -120,6 +120,20 @@ impl Host for FingerprintSet {
     }
 }
 
+thread_local! {
+    /// The set pinned for the measurement this thread is scoring.
+    static PINNED: std::cell::RefCell<Option<FingerprintSet>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with `set` pinned for this thread, so that every lookup while scoring one
+/// measurement uses the same set, the one its row then names.
+pub fn with_pinned<R>(set: FingerprintSet, f: impl FnOnce() -> R) -> R {
+    let previous = PINNED.with(|p| p.replace(Some(set)));
+    let r = f();
+    PINNED.with(|p| *p.borrow_mut() = previous);
+    r
+}
+
 /// The current set, swapped atomically on reload, and where it comes from.
 pub struct Fingerprints {
     current: RwLock<FingerprintSet>,
@@ -153,6 +167,13 @@ impl Fingerprints {
             reloads: AtomicU64::new(1),
             last_reload: Mutex::new(Some((t.elapsed(), chrono::Utc::now()))),
         }))
+    }
+
+    /// The set pinned for this thread's measurement, else the current one.
+    pub fn for_scoring(&self) -> FingerprintSet {
+        PINNED
+            .with(|p| p.borrow().clone())
+            .unwrap_or_else(|| self.current())
     }
 
     pub fn current(&self) -> FingerprintSet {

@@ -200,10 +200,14 @@ fn score_loop(
     registry: Arc<Registry>,
 ) {
     for job in rx {
-        // One generation of plugins and fingerprints for the whole measurement.
+        // One generation of plugins and of fingerprints for the whole measurement.
         let plugins = registry.snapshot();
-        let fingerprints_version = registry.fingerprints().current().version;
-        let scored = match derive_row(&job.body, &job.uid, plugins.as_ref()) {
+        let fingerprints = registry.fingerprints().current();
+        let fingerprints_version = fingerprints.version.clone();
+        let outcome = crate::fingerprints::with_pinned(fingerprints, || {
+            derive_row(&job.body, &job.uid, plugins.as_ref())
+        });
+        let scored = match outcome {
             Outcome::Row(mut row) => {
                 row.fingerprints_version = fingerprints_version.to_string();
                 Scored::Row(row, job.acked_at)

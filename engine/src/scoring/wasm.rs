@@ -350,7 +350,7 @@ impl WasmScorer {
                 .instantiate(&self.info.name)
                 .map_err(|e| CallError::Fault(e.to_string()))?,
         };
-        live.store.data_mut().fingerprints = self.fingerprints.current();
+        live.store.data_mut().fingerprints = self.fingerprints.for_scoring();
         live.store.set_epoch_deadline(self.deadline_ticks());
         let result = run(&mut live, json);
         if let Err(RunError::Declined(_)) = &result {
