@@ -199,6 +199,9 @@ fn score_loop(
     out: mpsc::Sender<Scored>,
     registry: Arc<Registry>,
 ) {
+    // Probes wait on the spool, not on scoring: under load, taking uploads comes
+    // first and scoring catches up (the queue and the spool absorb the difference).
+    lower_thread_priority();
     for job in rx {
         // One generation of plugins and of fingerprints for the whole measurement.
         let plugins = registry.snapshot();
@@ -224,6 +227,18 @@ fn score_loop(
         if out.blocking_send(scored).is_err() {
             break;
         }
+    }
+}
+
+/// Raises this thread's nice value (Linux: per thread) so request handling wins the CPU.
+fn lower_thread_priority() {
+    // SAFETY: gettid and setpriority only read their arguments.
+    let rc = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10)
+    };
+    if rc != 0 {
+        tracing::debug!("could not lower the scoring thread's priority");
     }
 }
 
