@@ -8,7 +8,7 @@ use common::*;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const TOKEN: &str = "fp-admin-token";
 
@@ -52,27 +52,20 @@ async fn start_with(extra_env: &[(&str, &str)]) -> Harness {
 
 impl Harness {
     async fn status(&self) -> Value {
-        let r = self
-            .c
-            .get(self.engine.url("/admin/fingerprints"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        r.json().await.unwrap()
+        admin_get(&self.c, &self.engine, "/admin/fingerprints", TOKEN).await
     }
 
     async fn wait_for(&self, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-        let t = Instant::now();
-        loop {
-            let s = self.status().await;
-            if check(&s) {
-                return s;
-            }
-            assert!(t.elapsed() < Duration::from_secs(10), "{what}: {s}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        admin_wait(
+            &self.c,
+            &self.engine,
+            "/admin/fingerprints",
+            TOKEN,
+            what,
+            Duration::from_secs(10),
+            check,
+        )
+        .await
     }
 }
 

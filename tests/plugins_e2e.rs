@@ -46,31 +46,22 @@ async fn start() -> Harness {
 
 impl Harness {
     async fn admin(&self) -> Value {
-        let r = self
-            .c
-            .get(self.engine.url("/admin/plugins"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        r.json().await.unwrap()
+        admin_get(&self.c, &self.engine, "/admin/plugins", TOKEN).await
     }
 
     /// Waits until the engine has rebuilt its plugin set after `since` and `check` holds.
     async fn wait_for(&self, since: u64, check: impl Fn(&Value) -> bool) -> Value {
-        let t = Instant::now();
-        loop {
-            let s = self.admin().await;
-            if s["generation"].as_u64().unwrap() > since && check(&s) {
-                return s;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(15),
-                "plugins never reached the expected state: {s}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let check = |s: &Value| s["generation"].as_u64().unwrap() > since && check(s);
+        admin_wait(
+            &self.c,
+            &self.engine,
+            "/admin/plugins",
+            TOKEN,
+            "plugins never reached the expected state",
+            Duration::from_secs(15),
+            check,
+        )
+        .await
     }
 
     async fn generation(&self) -> u64 {

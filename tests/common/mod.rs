@@ -240,3 +240,31 @@ pub async fn wait_all_known(store: &Store, uids: &[String], within: Duration) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// `GET` an admin route with the bearer token; the answer must be 200 JSON.
+pub async fn admin_get(c: &reqwest::Client, e: &Engine, path: &str, token: &str) -> Value {
+    let r = c.get(e.url(path)).bearer_auth(token).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    r.json().await.unwrap()
+}
+
+/// Polls an admin route until `check` holds, failing with `what` after `within`.
+pub async fn admin_wait(
+    c: &reqwest::Client,
+    e: &Engine,
+    path: &str,
+    token: &str,
+    what: &str,
+    within: Duration,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let t = Instant::now();
+    loop {
+        let s = admin_get(c, e, path, token).await;
+        if check(&s) {
+            return s;
+        }
+        assert!(t.elapsed() < within, "{what}: {s}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

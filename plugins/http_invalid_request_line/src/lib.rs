@@ -2,7 +2,7 @@
 //! §2.10): any request line echoed back differently is tampering.
 
 use ooni_scorer_sdk::getters::kind;
-use ooni_scorer_sdk::{init_scores, test_keys, Host, Info, Scorer, Scores, Value};
+use ooni_scorer_sdk::{init_scores, test_keys_object, Host, Info, Scorer, Scores, Value};
 
 pub struct HttpInvalidRequestLine;
 
@@ -25,10 +25,7 @@ impl Scorer for HttpInvalidRequestLine {
     };
 
     fn score(msm: &Value, _host: &dyn Host) -> Result<Scores, String> {
-        let tk = test_keys(msm)?;
-        let tko = tk
-            .as_object()
-            .ok_or_else(|| format!("test_keys is a {}", kind(tk)))?;
+        let tko = test_keys_object(msm)?;
         if msm.get("report_id").is_none() {
             return Err("missing report_id".into());
         }

@@ -1,9 +1,11 @@
 //! `http_requests` (legacy) as OONI fastpath 0.92 scores it (spec/fastpath.md §2.3):
 //! body length and headers must match the control; fingerprints confirm blocking.
 
-use ooni_scorer_sdk::getters::{g, g_or, iter_items, kind, truthy};
+use ooni_scorer_sdk::getters::{g, g_or, iter_items, truthy};
 use ooni_scorer_sdk::matching::{match_response, record_matches};
-use ooni_scorer_sdk::{init_scores, test_keys, Host, Info, Map, Scorer, Scores, Value};
+use ooni_scorer_sdk::{
+    init_scores, test_keys, test_keys_object, Host, Info, Map, Scorer, Scores, Value,
+};
 
 pub struct HttpRequests;
 
@@ -17,9 +19,7 @@ impl Scorer for HttpRequests {
     fn score(msm: &Value, host: &dyn Host) -> Result<Scores, String> {
         let mut scores = init_scores();
         let tk = test_keys(msm)?;
-        let tko = tk
-            .as_object()
-            .ok_or_else(|| format!("test_keys is a {}", kind(tk)))?;
+        let tko = test_keys_object(msm)?;
         let body_length_match = tko.get("body_length_match").filter(|v| !v.is_null());
         let headers_match = tko.get("headers_match").filter(|v| !v.is_null());
         // OONI reads these from the top level, not from test_keys.

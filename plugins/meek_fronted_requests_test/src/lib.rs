@@ -2,7 +2,7 @@
 //! §2.21): every fronted request must answer 200 from an `ECAcc` server.
 
 use ooni_scorer_sdk::getters::{iter_items, kind, py_eq, truthy};
-use ooni_scorer_sdk::{init_scores, test_keys, Host, Info, Map, Scorer, Scores, Value};
+use ooni_scorer_sdk::{init_scores, test_keys_object, Host, Info, Map, Scorer, Scores, Value};
 
 pub struct Meek;
 
@@ -15,10 +15,7 @@ impl Scorer for Meek {
 
     fn score(msm: &Value, _host: &dyn Host) -> Result<Scores, String> {
         let mut scores = init_scores();
-        let tk = test_keys(msm)?;
-        let tko = tk
-            .as_object()
-            .ok_or_else(|| format!("test_keys is a {}", kind(tk)))?;
+        let tko = test_keys_object(msm)?;
         let requests = iter_items(tko.get("requests").filter(|r| truthy(r)), "requests")?;
         if requests.is_empty() {
             scores.insert("blocking_general".into(), Value::from(1.0));

@@ -20,7 +20,9 @@ pub mod wasm;
 
 pub use getters::{g, g_or, truthy};
 pub use host::{FingerprintMatch, Host, NoFingerprints};
-pub use scores::{detect_unknown_failure, extract_tcp_connect, init_scores, test_keys, Scores};
+pub use scores::{
+    detect_unknown_failure, extract_tcp_connect, init_scores, test_keys, test_keys_object, Scores,
+};
 pub use serde_json::{from_str as json_from_str, json, Map, Value};
 
 /// The version of the plugin ABI this SDK speaks.

@@ -29,6 +29,13 @@ pub fn test_keys(msm: &Value) -> Result<&Value, String> {
         .unwrap_or_else(|| EMPTY.get_or_init(|| Value::Object(Map::new()))))
 }
 
+/// `test_keys` that must be an object (scorers call `tk.get(…)`, which fails otherwise).
+pub fn test_keys_object(msm: &Value) -> Result<&Map<String, Value>, String> {
+    let tk = test_keys(msm)?;
+    tk.as_object()
+        .ok_or_else(|| format!("test_keys is a {}", kind(tk)))
+}
+
 /// `_detect_unknown_failure`: any top-level `*_failure` key of `test_keys` whose value
 /// starts with `unknown_failure`. A value that is neither a string nor null is an error.
 pub fn detect_unknown_failure(tk: &Value) -> Result<bool, String> {

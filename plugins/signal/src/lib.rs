@@ -3,8 +3,8 @@
 
 mod pep440;
 
-use ooni_scorer_sdk::getters::{g_or, kind, truthy};
-use ooni_scorer_sdk::{init_scores, test_keys, Host, Info, Map, Scorer, Scores, Value};
+use ooni_scorer_sdk::getters::{g_or, truthy};
+use ooni_scorer_sdk::{init_scores, test_keys_object, Host, Info, Map, Scorer, Scores, Value};
 use pep440::Version;
 
 pub struct Signal;
@@ -82,10 +82,7 @@ impl Scorer for Signal {
 
     fn score(msm: &Value, _host: &dyn Host) -> Result<Scores, String> {
         let mut scores = init_scores();
-        let tk = test_keys(msm)?;
-        let tko = tk
-            .as_object()
-            .ok_or_else(|| format!("test_keys is a {}", kind(tk)))?;
+        let tko = test_keys_object(msm)?;
         // Missing keys count as failures.
         let yes = Value::Bool(true);
         if truthy(tko.get("failed_operation").unwrap_or(&yes))

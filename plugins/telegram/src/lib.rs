@@ -3,7 +3,8 @@
 
 use ooni_scorer_sdk::getters::{g_or, iter_items, kind};
 use ooni_scorer_sdk::{
-    extract_tcp_connect, init_scores, test_keys, Host, Info, Scorer, Scores, Value,
+    extract_tcp_connect, init_scores, test_keys, test_keys_object, Host, Info, Scorer, Scores,
+    Value,
 };
 
 pub struct Telegram;
@@ -19,9 +20,7 @@ impl Scorer for Telegram {
 
     fn score(msm: &Value, _host: &dyn Host) -> Result<Scores, String> {
         let tk = test_keys(msm)?;
-        let tko = tk
-            .as_object()
-            .ok_or_else(|| format!("test_keys is a {}", kind(tk)))?;
+        let tko = test_keys_object(msm)?;
         let web_blocked = tko.get("telegram_web_status").and_then(Value::as_str) == Some("blocked");
         let (accessible, unreachable) = extract_tcp_connect(tk)?;
 

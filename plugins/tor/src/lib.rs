@@ -2,7 +2,7 @@
 //! targets (directory authorities, bridges) that could not be reached.
 
 use ooni_scorer_sdk::getters::{kind, truthy};
-use ooni_scorer_sdk::{init_scores, test_keys, Host, Info, Map, Scorer, Scores, Value};
+use ooni_scorer_sdk::{init_scores, test_keys_object, Host, Info, Map, Scorer, Scores, Value};
 
 pub struct Tor;
 
@@ -15,10 +15,7 @@ impl Scorer for Tor {
 
     fn score(msm: &Value, _host: &dyn Host) -> Result<Scores, String> {
         let mut scores = init_scores();
-        let tk = test_keys(msm)?;
-        let tko = tk
-            .as_object()
-            .ok_or_else(|| format!("test_keys is a {}", kind(tk)))?;
+        let tko = test_keys_object(msm)?;
         let targets = match tko.get("targets") {
             Some(t) if truthy(t) => t,
             // Missing, empty, or a list (early probes): no score.

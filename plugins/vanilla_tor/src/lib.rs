@@ -2,7 +2,7 @@
 //! bootstrapped. Any bootstrap short of 100% is an anomaly.
 
 use ooni_scorer_sdk::getters::{kind, truthy};
-use ooni_scorer_sdk::{init_scores, test_keys, Host, Info, Scorer, Scores, Value};
+use ooni_scorer_sdk::{init_scores, test_keys_object, Host, Info, Scorer, Scores, Value};
 
 pub struct VanillaTor;
 
@@ -40,10 +40,7 @@ impl Scorer for VanillaTor {
 
     fn score(msm: &Value, _host: &dyn Host) -> Result<Scores, String> {
         let mut scores = init_scores();
-        let tk = test_keys(msm)?;
-        let tko = tk
-            .as_object()
-            .ok_or_else(|| format!("test_keys is a {}", kind(tk)))?;
+        let tko = test_keys_object(msm)?;
         let logs = match tko.get("tor_logs").filter(|v| truthy(v)) {
             Some(l) => Some(l),
             None => tko.get("tor_log").filter(|v| !v.is_null()),

@@ -3,8 +3,8 @@
 
 use ooni_scorer_sdk::getters::{iter_items, kind, py_eq, truthy};
 use ooni_scorer_sdk::{
-    detect_unknown_failure, extract_tcp_connect, init_scores, test_keys, Host, Info, Map, Scorer,
-    Scores, Value,
+    detect_unknown_failure, extract_tcp_connect, init_scores, test_keys, test_keys_object, Host,
+    Info, Map, Scorer, Scores, Value,
 };
 
 pub struct Whatsapp;
@@ -30,9 +30,7 @@ impl Scorer for Whatsapp {
 
     fn score(msm: &Value, _host: &dyn Host) -> Result<Scores, String> {
         let tk = test_keys(msm)?;
-        let tko = tk
-            .as_object()
-            .ok_or_else(|| format!("test_keys is a {}", kind(tk)))?;
+        let tko = test_keys_object(msm)?;
         let mut scores = init_scores();
         if detect_unknown_failure(tk)? {
             scores.insert("accuracy".into(), Value::from(0.0));
