@@ -8,7 +8,7 @@ use common::*;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const TOKEN: &str = "fp-admin-token";
 
@@ -95,10 +95,7 @@ fn blockpage_measurement() -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_fingerprint_confirms_from_the_next_measurement_under_load() {
-    // One scoring thread scores in receive order, so the version column of rows sorted
-    // by uid can only change once. (With more threads each row still names exactly the
-    // set that scored it, but two threads may straddle the swap.)
-    let h = start_with(&[("OONI_SCORING_WORKERS", "1")]).await;
+    let h = start().await;
     assert_eq!(h.status().await["version"], json!(""));
     let msm = blockpage_measurement();
     let rid = open_report(&h.c, &h.engine, &msm).await;
@@ -106,7 +103,8 @@ async fn a_new_fingerprint_confirms_from_the_next_measurement_under_load() {
     content["report_id"] = json!(rid);
     let body = Arc::new(json!({"format": "json", "content": content}).to_string());
 
-    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    // (uid, when its upload was sent)
+    let acked = Arc::new(Mutex::new(Vec::<(String, Instant)>::new()));
     let failed = Arc::new(Mutex::new(0usize));
     let stop = Arc::new(AtomicBool::new(false));
     let mut probes = Vec::new();
@@ -121,6 +119,7 @@ async fn a_new_fingerprint_confirms_from_the_next_measurement_under_load() {
         );
         probes.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
+                let sent = Instant::now();
                 let r = c.post(&url).body(body.as_str().to_owned()).send().await;
                 match r {
                     Ok(r) if r.status() == 200 => {
@@ -128,7 +127,7 @@ async fn a_new_fingerprint_confirms_from_the_next_measurement_under_load() {
                         acked
                             .lock()
                             .unwrap()
-                            .push(v["measurement_uid"].as_str().unwrap().to_owned());
+                            .push((v["measurement_uid"].as_str().unwrap().to_owned(), sent));
                     }
                     _ => *failed.lock().unwrap() += 1,
                 }
@@ -140,6 +139,7 @@ async fn a_new_fingerprint_confirms_from_the_next_measurement_under_load() {
     let s = h
         .wait_for("the new set", |s| s["version"] != json!(""))
         .await;
+    let seen_at = Instant::now();
     let version = s["version"].as_str().unwrap().to_owned();
     assert_eq!(
         (s["http"].as_u64(), s["last_error"].is_null()),
@@ -156,8 +156,8 @@ async fn a_new_fingerprint_confirms_from_the_next_measurement_under_load() {
         "no upload failed during the reload"
     );
 
-    let mut uids = acked.lock().unwrap().clone();
-    uids.sort(); // receive order
+    let acked = acked.lock().unwrap().clone();
+    let uids: Vec<String> = acked.iter().map(|(u, _)| u.clone()).collect();
     let store = h.db.store().await;
     wait_all_known(&store, &uids, Duration::from_secs(60)).await;
     let rows: std::collections::HashMap<String, ooni_core::FastpathRow> = store
@@ -167,16 +167,28 @@ async fn a_new_fingerprint_confirms_from_the_next_measurement_under_load() {
         .into_iter()
         .map(|r| (r.measurement_uid.clone(), r))
         .collect();
-    let versions: Vec<&str> = uids
-        .iter()
-        .map(|u| rows[u].fingerprints_version.as_str())
+    // The set is swapped atomically: every row names either the old (empty) set or
+    // the new one, and nothing sent after the new version was visible is scored with
+    // the old one. So the version column changes exactly once.
+    let mut distinct: Vec<&str> = rows
+        .values()
+        .map(|r| r.fingerprints_version.as_str())
         .collect();
-    let changes = versions.windows(2).filter(|w| w[0] != w[1]).count();
-    assert_eq!(changes, 1, "the version column changes exactly once");
+    distinct.sort();
+    distinct.dedup();
     assert_eq!(
-        (versions[0], *versions.last().unwrap()),
-        ("", version.as_str())
+        distinct,
+        ["", version.as_str()],
+        "exactly two versions: before and after"
     );
+    for (u, sent) in &acked {
+        if *sent > seen_at {
+            assert_eq!(
+                rows[u].fingerprints_version, version,
+                "{u} was sent after the swap"
+            );
+        }
+    }
     for u in &uids {
         let r = &rows[u];
         let with_set = r.fingerprints_version == version;
@@ -186,7 +198,10 @@ async fn a_new_fingerprint_confirms_from_the_next_measurement_under_load() {
         );
         assert_eq!(r.scores.contains("example.isp_blockpage"), with_set);
     }
-    let before = versions.iter().filter(|v| v.is_empty()).count();
+    let before = rows
+        .values()
+        .filter(|r| r.fingerprints_version.is_empty())
+        .count();
     eprintln!(
         "{} uploads: {before} scored before the new fingerprint, {} after",
         uids.len(),

@@ -7,7 +7,8 @@ use std::path::Path;
 
 fn scorer(name: &str) -> RuleScorer {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../plugins/{name}.toml"));
-    RuleScorer::parse(&std::fs::read_to_string(&p).unwrap()).unwrap_or_else(|e| panic!("{name}: {e}"))
+    RuleScorer::parse(&std::fs::read_to_string(&p).unwrap())
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 /// Scores `msm` and returns the scores with the five `blocking_*` keys at 0.0 removed,
@@ -35,28 +36,63 @@ fn zeros_plus(extra: Value) -> Value {
 
 #[test]
 fn stunreachability() {
-    assert_eq!(score("stunreachability", json!({"test_keys": {"endpoint": "stun.x:3478"}})), zeros_plus(json!({"extra": {"endpoint": "stun.x:3478"}})));
     assert_eq!(
-        score("stunreachability", json!({"test_keys": {"endpoint": "e", "failure": "timeout"}})),
+        score(
+            "stunreachability",
+            json!({"test_keys": {"endpoint": "stun.x:3478"}})
+        ),
+        zeros_plus(json!({"extra": {"endpoint": "stun.x:3478"}}))
+    );
+    assert_eq!(
+        score(
+            "stunreachability",
+            json!({"test_keys": {"endpoint": "e", "failure": "timeout"}})
+        ),
         json!({"blocking_general": 1.0, "extra": {"endpoint": "e", "failure": "timeout"}})
     );
-    assert_eq!(score("stunreachability", json!({"test_keys": null})), zeros_plus(json!({"extra": {"endpoint": null}})));
+    assert_eq!(
+        score("stunreachability", json!({"test_keys": null})),
+        zeros_plus(json!({"extra": {"endpoint": null}}))
+    );
 }
 
 #[test]
 fn riseupvpn_ndt_and_dns_consistency() {
-    assert_eq!(scorer("riseupvpn").score_value(&json!({"test_keys": {"api_status": "blocked"}})).unwrap(), serde_json::Map::new());
-    assert_eq!(scorer("ndt").score_value(&json!({})).unwrap(), serde_json::Map::new());
-    assert_eq!(score("dns_consistency", json!({"test_keys": {"inconsistent": ["x"]}})), zeros_plus(json!({})));
+    assert_eq!(
+        scorer("riseupvpn")
+            .score_value(&json!({"test_keys": {"api_status": "blocked"}}))
+            .unwrap(),
+        serde_json::Map::new()
+    );
+    assert_eq!(
+        scorer("ndt").score_value(&json!({})).unwrap(),
+        serde_json::Map::new()
+    );
+    assert_eq!(
+        score(
+            "dns_consistency",
+            json!({"test_keys": {"inconsistent": ["x"]}})
+        ),
+        zeros_plus(json!({}))
+    );
 }
 
 #[test]
 fn torsf() {
     let android_383 = json!({"software_name": "ooniprobe-android-unattended", "software_version": "3.8.3", "test_keys": {"failure": "x"}});
-    assert_eq!(score("torsf", android_383), zeros_plus(json!({"accuracy": 0.0})));
-    assert_eq!(score("torsf", json!({"test_keys": {"failure": "eof"}})), json!({"blocking_general": 1.0}));
     assert_eq!(
-        score("torsf", json!({"test_runtime": 3.5, "test_keys": {"failure": null, "bootstrap_time": 2.5}})),
+        score("torsf", android_383),
+        zeros_plus(json!({"accuracy": 0.0}))
+    );
+    assert_eq!(
+        score("torsf", json!({"test_keys": {"failure": "eof"}})),
+        json!({"blocking_general": 1.0})
+    );
+    assert_eq!(
+        score(
+            "torsf",
+            json!({"test_runtime": 3.5, "test_keys": {"failure": null, "bootstrap_time": 2.5}})
+        ),
         zeros_plus(json!({"extra": {"bootstrap_time": 2.5, "test_runtime": 3.5}}))
     );
 }
@@ -65,54 +101,140 @@ fn torsf() {
 fn browser_web() {
     let extra = |n: &str, t: Value| json!({"browser_name": n, "load_time_ms": t});
     assert_eq!(
-        score("browser_web", json!({"test_keys": {"result": "ok", "browser_name": "chrome", "load_time_ms": 120}})),
+        score(
+            "browser_web",
+            json!({"test_keys": {"result": "ok", "browser_name": "chrome", "load_time_ms": 120}})
+        ),
         zeros_plus(json!({"extra": extra("chrome", json!(120))}))
     );
-    assert_eq!(score("browser_web", json!({"test_keys": {"result": "error"}})), json!({"blocking_general": 1.0, "extra": extra("", json!(0))}));
-    assert_eq!(score("browser_web", json!({"test_keys": {"result": null}})), zeros_plus(json!({"accuracy": 0.0, "extra": extra("", json!(0))})));
+    assert_eq!(
+        score("browser_web", json!({"test_keys": {"result": "error"}})),
+        json!({"blocking_general": 1.0, "extra": extra("", json!(0))})
+    );
+    assert_eq!(
+        score("browser_web", json!({"test_keys": {"result": null}})),
+        zeros_plus(json!({"accuracy": 0.0, "extra": extra("", json!(0))}))
+    );
 }
 
 #[test]
 fn openvpn() {
-    assert_eq!(score("openvpn", json!({"test_runtime": 1.0, "test_keys": {"success": false}})), json!({"blocking_general": 1.0, "extra": {"test_runtime": 1.0}}));
-    assert_eq!(score("openvpn", json!({"test_keys": {"success": true}})), zeros_plus(json!({"extra": {"test_runtime": null}})));
-    assert_eq!(score("openvpn", json!({"test_keys": {}})), zeros_plus(json!({"accuracy": 0.0, "extra": {"test_runtime": null}})));
+    assert_eq!(
+        score(
+            "openvpn",
+            json!({"test_runtime": 1.0, "test_keys": {"success": false}})
+        ),
+        json!({"blocking_general": 1.0, "extra": {"test_runtime": 1.0}})
+    );
+    assert_eq!(
+        score("openvpn", json!({"test_keys": {"success": true}})),
+        zeros_plus(json!({"extra": {"test_runtime": null}}))
+    );
+    assert_eq!(
+        score("openvpn", json!({"test_keys": {}})),
+        zeros_plus(json!({"accuracy": 0.0, "extra": {"test_runtime": null}}))
+    );
     // `is False` is identity: 0 is not false.
-    assert_eq!(score("openvpn", json!({"test_keys": {"success": 0}})), zeros_plus(json!({"extra": {"test_runtime": null}})));
+    assert_eq!(
+        score("openvpn", json!({"test_keys": {"success": 0}})),
+        zeros_plus(json!({"extra": {"test_runtime": null}}))
+    );
 }
 
 #[test]
 fn tcp_connect() {
     let m = |conn: Value| json!({"input": "1.2.3.4:443", "test_keys": {"connection": conn}});
-    assert_eq!(score("tcp_connect", m(json!("success"))), zeros_plus(json!({})));
-    for c in ["generic_timeout_error", "connection_refused_error", "connect_error", "tcp_timed_out_error"] {
-        assert_eq!(score("tcp_connect", m(json!(c))), json!({"blocking_general": 0.8}), "{c}");
+    assert_eq!(
+        score("tcp_connect", m(json!("success"))),
+        zeros_plus(json!({}))
+    );
+    for c in [
+        "generic_timeout_error",
+        "connection_refused_error",
+        "connect_error",
+        "tcp_timed_out_error",
+    ] {
+        assert_eq!(
+            score("tcp_connect", m(json!(c))),
+            json!({"blocking_general": 0.8}),
+            "{c}"
+        );
     }
-    assert_eq!(score("tcp_connect", m(json!("something_else"))), json!({"blocking_general": 1.0}));
-    assert_eq!(score("tcp_connect", m(json!(null))), json!({"blocking_general": 1.0}));
-    assert!(scorer("tcp_connect").score_value(&json!({"input": "", "test_keys": {}})).is_err(), "OONI asserts an input");
+    assert_eq!(
+        score("tcp_connect", m(json!("something_else"))),
+        json!({"blocking_general": 1.0})
+    );
+    assert_eq!(
+        score("tcp_connect", m(json!(null))),
+        json!({"blocking_general": 1.0})
+    );
+    assert!(
+        scorer("tcp_connect")
+            .score_value(&json!({"input": "", "test_keys": {}}))
+            .is_err(),
+        "OONI asserts an input"
+    );
 }
 
 #[test]
 fn dash() {
-    assert_eq!(score("dash", json!({"test_keys": {}})), zeros_plus(json!({"accuracy": 0.0})));
-    assert_eq!(score("dash", json!({"test_keys": null})), zeros_plus(json!({"accuracy": 0.0})));
-    assert_eq!(score("dash", json!({"test_keys": {"failure": null, "simple": {}}})), zeros_plus(json!({})));
-    assert_eq!(score("dash", json!({"test_keys": {"failure": "eof_error"}})), json!({"blocking_general": 0.1, "accuracy": 0.0}));
-    assert_eq!(score("dash", json!({"test_keys": {"failure": "ssl_error: bad cert"}})), json!({"blocking_general": 0.1, "accuracy": 0.0}));
-    assert_eq!(score("dash", json!({"test_keys": {"failure": "odd"}})), zeros_plus(json!({"msg": "Probe error", "accuracy": 0.0})));
+    assert_eq!(
+        score("dash", json!({"test_keys": {}})),
+        zeros_plus(json!({"accuracy": 0.0}))
+    );
+    assert_eq!(
+        score("dash", json!({"test_keys": null})),
+        zeros_plus(json!({"accuracy": 0.0}))
+    );
+    assert_eq!(
+        score(
+            "dash",
+            json!({"test_keys": {"failure": null, "simple": {}}})
+        ),
+        zeros_plus(json!({}))
+    );
+    assert_eq!(
+        score("dash", json!({"test_keys": {"failure": "eof_error"}})),
+        json!({"blocking_general": 0.1, "accuracy": 0.0})
+    );
+    assert_eq!(
+        score(
+            "dash",
+            json!({"test_keys": {"failure": "ssl_error: bad cert"}})
+        ),
+        json!({"blocking_general": 0.1, "accuracy": 0.0})
+    );
+    assert_eq!(
+        score("dash", json!({"test_keys": {"failure": "odd"}})),
+        zeros_plus(json!({"msg": "Probe error", "accuracy": 0.0}))
+    );
 }
 
 #[test]
 fn psiphon() {
     let ok = json!({"resolver_ip": "1.1.1.1", "test_runtime": 9.0, "test_keys": {"failure": null, "bootstrap_time": 3.0}});
-    assert_eq!(score("psiphon", ok), zeros_plus(json!({"accuracy": 1.0, "extra": {"test_runtime": 9.0, "bootstrap_time": 3.0}})));
+    assert_eq!(
+        score("psiphon", ok),
+        zeros_plus(json!({"accuracy": 1.0, "extra": {"test_runtime": 9.0, "bootstrap_time": 3.0}}))
+    );
     let no_bt = json!({"resolver_ip": "1.1.1.1", "test_keys": {"failure": null}});
-    assert_eq!(score("psiphon", no_bt), zeros_plus(json!({"accuracy": 0.0, "extra": {"test_runtime": null, "bootstrap_time": 0}})));
-    let null_bt = json!({"resolver_ip": "1.1.1.1", "test_keys": {"failure": null, "bootstrap_time": null}});
-    assert_eq!(score("psiphon", null_bt)["accuracy"], json!(1.0), "a null bootstrap_time is not 0");
-    let failed = json!({"resolver_ip": "1.1.1.1", "test_keys": {"failure": "x", "bootstrap_time": 0}});
-    assert_eq!(score("psiphon", failed), json!({"blocking_general": 1.0, "accuracy": 1.0, "extra": {"test_runtime": null, "bootstrap_time": 0}}));
+    assert_eq!(
+        score("psiphon", no_bt),
+        zeros_plus(json!({"accuracy": 0.0, "extra": {"test_runtime": null, "bootstrap_time": 0}}))
+    );
+    let null_bt =
+        json!({"resolver_ip": "1.1.1.1", "test_keys": {"failure": null, "bootstrap_time": null}});
+    assert_eq!(
+        score("psiphon", null_bt)["accuracy"],
+        json!(1.0),
+        "a null bootstrap_time is not 0"
+    );
+    let failed =
+        json!({"resolver_ip": "1.1.1.1", "test_keys": {"failure": "x", "bootstrap_time": 0}});
+    assert_eq!(
+        score("psiphon", failed),
+        json!({"blocking_general": 1.0, "accuracy": 1.0, "extra": {"test_runtime": null, "bootstrap_time": 0}})
+    );
     let no_resolver = json!({"test_keys": {"failure": null, "bootstrap_time": 3.0}});
     assert_eq!(score("psiphon", no_resolver)["accuracy"], json!(0.0));
 }
@@ -126,13 +248,29 @@ fn facebook_messenger() {
         "facebook_star_dns_consistent": true, "facebook_star_reachable": true,
         "facebook_stun_dns_consistent": true, "facebook_tcp_blocking": false
     });
-    assert_eq!(score("facebook_messenger", json!({"test_keys": all_good})), zeros_plus(json!({})), "the dns_blocking workaround");
+    assert_eq!(
+        score("facebook_messenger", json!({"test_keys": all_good})),
+        zeros_plus(json!({})),
+        "the dns_blocking workaround"
+    );
     let one = json!({"facebook_edge_reachable": false});
-    assert_eq!(score("facebook_messenger", json!({"test_keys": one})), json!({"blocking_general": 0.5, "facebook_edge_reachable": false}));
+    assert_eq!(
+        score("facebook_messenger", json!({"test_keys": one})),
+        json!({"blocking_general": 0.5, "facebook_edge_reachable": false})
+    );
     let two = json!({"facebook_tcp_blocking": true, "facebook_star_dns_consistent": false, "facebook_stun_dns_consistent": 0});
-    let s = scorer("facebook_messenger").score_value(&json!({"test_keys": two})).unwrap();
+    let s = scorer("facebook_messenger")
+        .score_value(&json!({"test_keys": two}))
+        .unwrap();
     let keys: Vec<&String> = s.keys().collect();
-    assert_eq!(keys[5..], ["facebook_star_dns_consistent", "facebook_tcp_blocking"], "penalised keys in list order");
+    assert_eq!(
+        keys[5..],
+        ["facebook_star_dns_consistent", "facebook_tcp_blocking"],
+        "penalised keys in list order"
+    );
     assert_eq!(s["blocking_general"], json!(1.0));
-    assert_eq!(score("facebook_messenger", json!({"test_keys": null})), zeros_plus(json!({})));
+    assert_eq!(
+        score("facebook_messenger", json!({"test_keys": null})),
+        zeros_plus(json!({}))
+    );
 }
