@@ -89,15 +89,17 @@ impl Literals {
     }
 }
 
-struct HeaderFp {
-    index: u32,
-    ty: PatternType,
+/// The fingerprints of one header name, searched like bodies: one pass whatever
+/// their number.
+struct HeaderIndex {
+    full: HashMap<String, Vec<u32>>,
+    literals: Literals,
+    regex: (RegexSet, Vec<u32>),
 }
 
 pub struct Matcher {
     mode: Mode,
     minis: Vec<FingerprintMatch>,
-    patterns: Vec<String>,
     dns_exact: HashMap<String, Vec<u32>>,
     dns_literals: Literals,
     dns_regex: (RegexSet, Vec<u32>),
@@ -105,8 +107,7 @@ pub struct Matcher {
     body_full: HashMap<Vec<u8>, Vec<u32>>,
     body_regex: (RegexSet, Vec<u32>),
     /// Header fingerprints by lower-case header name, each list in set order.
-    headers: HashMap<String, Vec<HeaderFp>>,
-    header_regex: HashMap<u32, regex::bytes::Regex>,
+    headers: HashMap<String, HeaderIndex>,
     len: usize,
 }
 
@@ -141,8 +142,13 @@ impl Matcher {
         let (mut dns_lits, mut dns_res) = (Vec::new(), Vec::new());
         let (mut body_lits, mut body_res) = (Vec::new(), Vec::new());
         let mut body_full: HashMap<Vec<u8>, Vec<u32>> = HashMap::new();
-        let mut headers: HashMap<String, Vec<HeaderFp>> = HashMap::new();
-        let mut header_regex = HashMap::new();
+        // Per header name: full values, literals, regexps.
+        type HeaderParts<'a> = (
+            HashMap<String, Vec<u32>>,
+            Vec<(u32, PatternType, Vec<u8>)>,
+            Vec<(u32, &'a str)>,
+        );
+        let mut header_parts: HashMap<String, HeaderParts> = HashMap::new();
         for (i, fp) in fps.iter().enumerate() {
             let i = i as u32;
             let mut m = Map::new();
@@ -186,32 +192,43 @@ impl Matcher {
                 },
                 (Kind::Http, _) => {
                     let name = fp.location_found.trim_start_matches("header.").to_owned();
-                    if mode == Mode::Strict && fp.pattern_type == PatternType::Regexp {
-                        header_regex.insert(
-                            i,
-                            regex::bytes::Regex::new(&regex_source(&fp.pattern))
-                                .expect("validated on load"),
-                        );
+                    let parts = header_parts.entry(name).or_default();
+                    match (mode, fp.pattern_type) {
+                        (_, PatternType::Full) => {
+                            parts.0.entry(fp.pattern.clone()).or_default().push(i)
+                        }
+                        (_, PatternType::Prefix) | (Mode::Strict, PatternType::Contains) => parts
+                            .1
+                            .push((i, fp.pattern_type, fp.pattern.as_bytes().to_vec())),
+                        (Mode::Strict, PatternType::Regexp) => {
+                            parts.2.push((i, fp.pattern.as_str()))
+                        }
+                        // OONI ignores header contains and regexp rows.
+                        (Mode::Compat, _) => {}
                     }
-                    headers.entry(name).or_default().push(HeaderFp {
-                        index: i,
-                        ty: fp.pattern_type,
-                    });
                 }
             }
         }
         Matcher {
             mode,
             minis,
-            patterns: fps.iter().map(|f| f.pattern.clone()).collect(),
             dns_exact,
             dns_literals: Literals::build(dns_lits),
             dns_regex: regex_set(&dns_res),
             body_literals: Literals::build(body_lits),
             body_full,
             body_regex: regex_set(&body_res),
-            headers,
-            header_regex,
+            headers: header_parts
+                .into_iter()
+                .map(|(name, (full, lits, res))| {
+                    let index = HeaderIndex {
+                        full,
+                        literals: Literals::build(lits),
+                        regex: regex_set(&res),
+                    };
+                    (name, index)
+                })
+                .collect(),
             len: fps.len(),
         }
     }
@@ -288,45 +305,39 @@ impl Matcher {
         }
         let mut ids = Vec::new();
         for (name, v) in &lower {
-            let Some(fps) = self.headers.get(name) else {
+            let Some(index) = self.headers.get(name) else {
                 continue;
             };
-            for h in fps {
-                if let Some(i) = self.header_hit(h, v) {
-                    ids.push(i);
+            let (text, decoded) = match v {
+                Value::String(s) => (s.clone(), false),
+                // A base64 value, decoded as Latin-1 (OONI does so for prefix rows only).
+                Value::Object(o) if o.get("format").and_then(Value::as_str) == Some("base64") => {
+                    let data = o.get("data").and_then(Value::as_str).unwrap_or("");
+                    match b64::decode(data) {
+                        Ok(b) => (b.iter().map(|&c| c as char).collect::<String>(), true),
+                        Err(_) => continue,
+                    }
+                }
+                _ => continue,
+            };
+            if !(decoded && self.mode == Mode::Compat) {
+                if let Some(f) = index.full.get(&text) {
+                    ids.extend(f);
+                }
+                if !index.regex.1.is_empty() {
+                    ids.extend(
+                        index
+                            .regex
+                            .0
+                            .matches(text.as_bytes())
+                            .iter()
+                            .map(|k| index.regex.1[k]),
+                    );
                 }
             }
+            index.literals.scan(text.as_bytes(), true, &mut ids);
         }
         self.collect(ids)
-    }
-}
-
-impl Matcher {
-    fn header_hit(&self, h: &HeaderFp, v: &Value) -> Option<u32> {
-        let text: String = match (v, self.mode, h.ty) {
-            (Value::String(s), _, _) => s.clone(),
-            // A base64 value: OONI decodes it (as Latin-1) for prefix rows only.
-            (Value::Object(o), mode, ty)
-                if o.get("format").and_then(Value::as_str) == Some("base64")
-                    && (mode == Mode::Strict || ty == PatternType::Prefix) =>
-            {
-                let data = o.get("data").and_then(Value::as_str).unwrap_or("");
-                b64::decode(data).ok()?.iter().map(|&c| c as char).collect()
-            }
-            _ => return None,
-        };
-        let pat = &self.patterns[h.index as usize];
-        let hit = match (self.mode, h.ty) {
-            (_, PatternType::Full) => &text == pat,
-            (_, PatternType::Prefix) => text.starts_with(pat.as_str()),
-            (Mode::Compat, _) => false,
-            (Mode::Strict, PatternType::Contains) => text.contains(pat.as_str()),
-            (Mode::Strict, PatternType::Regexp) => self
-                .header_regex
-                .get(&h.index)
-                .is_some_and(|r| r.is_match(text.as_bytes())),
-        };
-        hit.then_some(h.index)
     }
 }
 
