@@ -64,11 +64,12 @@ fn lookup<'a>(root: &'a Value, path: &Path) -> Result<Lookup<'a>, String> {
             Value::Object(o) => o,
             Value::Null if i > 0 => return Ok(Lookup::Missing),
             other => {
-                return Err(format!(
-                    "{} is a {}, not an object",
-                    path.0[..i].join("."),
-                    kind(other)
-                ))
+                let at = if i == 0 {
+                    "the value".to_owned()
+                } else {
+                    path.0[..i].join(".")
+                };
+                return Err(format!("{at} is a {}, not an object", kind(other)));
             }
         };
         match obj.get(key) {
@@ -237,6 +238,49 @@ fn parse_cond(v: &toml::Value) -> Result<Cond, String> {
     ];
     if let Some(k) = t.keys().find(|k| !known.contains(&k.as_str())) {
         return Err(format!("unknown condition key {k:?}"));
+    }
+    // Each form takes its own keys only: a stray key would be silently ignored.
+    let forms: [(&str, &[&str]); 11] = [
+        ("all", &[]),
+        ("any", &[]),
+        ("not", &[]),
+        ("any_item", &["where"]),
+        ("all_items", &["where"]),
+        ("count_items", &["where", "eq", "gt", "ge", "lt", "le"]),
+        ("truthy", &[]),
+        ("falsy", &[]),
+        ("null", &[]),
+        ("present", &[]),
+        ("missing", &[]),
+    ];
+    if let Some((form, extra)) = forms.iter().find(|(f, _)| t.contains_key(*f)) {
+        if let Some(k) = t
+            .keys()
+            .find(|k| k.as_str() != *form && !extra.contains(&k.as_str()))
+        {
+            return Err(format!("`{k}` does not go with `{form}`"));
+        }
+    } else {
+        let tests = [
+            "eq",
+            "ne",
+            "in",
+            "not_in",
+            "is",
+            "starts_with",
+            "contains",
+            "gt",
+            "ge",
+            "lt",
+            "le",
+        ];
+        let n = t.keys().filter(|k| tests.contains(&k.as_str())).count();
+        if n > 1 {
+            return Err("a `path` condition takes exactly one test".into());
+        }
+        if t.contains_key("where") {
+            return Err("`where` goes with any_item, all_items or count_items".into());
+        }
     }
     let list = |key: &str| -> Result<Vec<Cond>, String> {
         t[key]
@@ -643,6 +687,8 @@ fn eval(c: &Cond, root: &Value) -> Result<bool, String> {
             let items: &[Value] = match lookup(root, path)? {
                 Lookup::Missing | Lookup::Found(Value::Null) => &[],
                 Lookup::Found(Value::Array(a)) => a,
+                // Python loops over an empty dict without complaint, as the SDK does.
+                Lookup::Found(Value::Object(o)) if o.is_empty() => &[],
                 Lookup::Found(other) => {
                     return Err(format!(
                         "{} is a {}, not a list",
@@ -798,6 +844,27 @@ fail = "old probe"
         )
         .unwrap_err();
         assert_eq!(e, "old probe");
+    }
+
+    #[test]
+    fn stray_keys_in_a_condition_are_refused() {
+        for bad in [
+            "when = { truthy = \"a\", or = 1 }",
+            "when = { path = \"a\", eq = 1, ne = 2 }",
+            "when = { all = [], truthy = \"a\" }",
+            "when = { path = \"a\", eq = 1, where = { truthy = \"b\" } }",
+        ] {
+            let e = run(&format!("[[rule]]\n{bad}\nset = {{ x = 1 }}\n"), json!({})).unwrap_err();
+            assert!(e.starts_with("rule 1:"), "{bad}: {e}");
+        }
+        let empty_dict =
+            "[[rule]]\nwhen = { any_item = \"l\", where = { truthy = \"x\" } }\nset = { x = 1 }\n";
+        assert_eq!(run(empty_dict, json!({"l": {}})).unwrap().get("x"), None);
+        let null_item =
+            "[[rule]]\nwhen = { any_item = \"l\", where = { truthy = \"x\" } }\nset = { x = 1 }\n";
+        assert!(run(null_item, json!({"l": [5]}))
+            .unwrap_err()
+            .contains("the value is a number"));
     }
 
     #[test]
