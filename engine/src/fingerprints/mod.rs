@@ -3,6 +3,7 @@
 //! A broken file is refused with its file, line and problem, and the previous set
 //! keeps serving. Rows record the version (content hash) of the set that scored them.
 
+use arc_swap::ArcSwap;
 use ooni_core::fingerprints::schema::check_unique;
 use ooni_core::fingerprints::{parse_file, FingerprintError, Matcher, Mode};
 use ooni_scorer_sdk::{FingerprintMatch, Host, NoFingerprints};
@@ -10,7 +11,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A fingerprint set as scorers see it, with its content hash.
@@ -136,7 +137,8 @@ pub fn with_pinned<R>(set: FingerprintSet, f: impl FnOnce() -> R) -> R {
 
 /// The current set, swapped atomically on reload, and where it comes from.
 pub struct Fingerprints {
-    current: RwLock<FingerprintSet>,
+    /// Swapped whole on reload; readers take a pointer without locking.
+    current: ArcSwap<FingerprintSet>,
     source: Option<(PathBuf, Mode)>,
     last_error: Mutex<Option<String>>,
     reloads: AtomicU64,
@@ -147,7 +149,7 @@ impl Fingerprints {
     /// A fixed set (no directory behind it).
     pub fn new(set: FingerprintSet) -> Arc<Fingerprints> {
         Arc::new(Fingerprints {
-            current: RwLock::new(set),
+            current: ArcSwap::from_pointee(set),
             source: None,
             last_error: Mutex::new(None),
             reloads: AtomicU64::new(0),
@@ -161,7 +163,7 @@ impl Fingerprints {
         let set = FingerprintSet::load_dir(&dir, mode)?;
         tracing::info!(dir = %dir.display(), dns = set.dns, http = set.http, version = %set.version, "fingerprints loaded");
         Ok(Arc::new(Fingerprints {
-            current: RwLock::new(set),
+            current: ArcSwap::from_pointee(set),
             source: Some((dir, mode)),
             last_error: Mutex::new(None),
             reloads: AtomicU64::new(1),
@@ -177,17 +179,11 @@ impl Fingerprints {
     }
 
     pub fn current(&self) -> FingerprintSet {
-        match self.current.read() {
-            Ok(s) => s.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        FingerprintSet::clone(&self.current.load())
     }
 
     pub fn swap(&self, set: FingerprintSet) {
-        match self.current.write() {
-            Ok(mut s) => *s = set,
-            Err(poisoned) => *poisoned.into_inner() = set,
-        }
+        self.current.store(Arc::new(set));
     }
 
     /// Re-reads the directory. On any error the current set stays.

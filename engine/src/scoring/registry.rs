@@ -4,6 +4,7 @@
 
 use crate::fingerprints::Fingerprints;
 use crate::scoring::wasm::{Limits, WasmRuntime, WasmScorer};
+use arc_swap::ArcSwap;
 use ooni_core::row::ScorerSelect;
 use ooni_core::rules::RuleScorer;
 use ooni_core::scores::{ScoreError, ScorerInfo, Scores};
@@ -13,7 +14,7 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 mod bundled {
@@ -120,7 +121,8 @@ pub struct Registry {
     fingerprints: Arc<Fingerprints>,
     dir: Option<PathBuf>,
     bundled: Vec<Arc<LoadedPlugin>>,
-    current: RwLock<Arc<PluginSet>>,
+    /// The live generation; readers take it without locking.
+    current: ArcSwap<PluginSet>,
     /// The plugins directory's files as last loaded: path → plugin.
     files: Mutex<BTreeMap<PathBuf, Arc<LoadedPlugin>>>,
     refused: Mutex<Vec<Refusal>>,
@@ -209,11 +211,11 @@ impl Registry {
             fingerprints,
             dir: opts.dir,
             bundled,
-            current: RwLock::new(Arc::new(PluginSet {
+            current: ArcSwap::from_pointee(PluginSet {
                 plugins: Vec::new(),
                 by_test: HashMap::new(),
                 default: DefaultScorer,
-            })),
+            }),
             files: Mutex::new(BTreeMap::new()),
             refused: Mutex::new(Vec::new()),
             generation: AtomicU64::new(0),
@@ -232,10 +234,7 @@ impl Registry {
 
     /// The current plugins, to score one measurement with.
     pub fn snapshot(&self) -> Arc<PluginSet> {
-        match self.current.read() {
-            Ok(c) => c.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        self.current.load_full()
     }
 
     pub fn refused(&self) -> Vec<Refusal> {
@@ -345,9 +344,7 @@ impl Registry {
             refused = refused.len(),
             "plugins loaded"
         );
-        if let Ok(mut c) = self.current.write() {
-            *c = set;
-        }
+        self.current.store(set);
         if let Ok(mut f) = self.files.lock() {
             *f = kept_files;
         }
