@@ -134,7 +134,13 @@ async fn a_new_fingerprint_confirms_from_the_next_measurement_under_load() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Let rows be scored with the old (empty) set first, however busy the machine.
+    let store = h.db.store().await;
+    let t = Instant::now();
+    while store.count_rows().await.unwrap() < 50 {
+        assert!(t.elapsed() < Duration::from_secs(30), "no rows scored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     std::fs::write(h.dir.join("example.toml"), FP).unwrap();
     let s = h
         .wait_for("the new set", |s| s["version"] != json!(""))
@@ -158,7 +164,6 @@ async fn a_new_fingerprint_confirms_from_the_next_measurement_under_load() {
 
     let acked = acked.lock().unwrap().clone();
     let uids: Vec<String> = acked.iter().map(|(u, _)| u.clone()).collect();
-    let store = h.db.store().await;
     wait_all_known(&store, &uids, Duration::from_secs(60)).await;
     let rows: std::collections::HashMap<String, ooni_core::FastpathRow> = store
         .fetch_rows(&uids)
