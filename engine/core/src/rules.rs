@@ -190,6 +190,21 @@ fn number(v: &toml::Value, what: &str) -> Result<f64, String> {
 
 const COMPARATORS: [&str; 4] = ["gt", "ge", "lt", "le"];
 
+/// The tests a `path` condition takes (exactly one).
+const PATH_TESTS: [&str; 11] = [
+    "eq",
+    "ne",
+    "in",
+    "not_in",
+    "is",
+    "starts_with",
+    "contains",
+    "gt",
+    "ge",
+    "lt",
+    "le",
+];
+
 fn comparator(name: &str) -> &'static str {
     COMPARATORS
         .iter()
@@ -208,7 +223,7 @@ fn parse_source(t: &toml::Table, key: &str) -> Result<Source, String> {
 
 fn parse_cond(v: &toml::Value) -> Result<Cond, String> {
     let t = v.as_table().ok_or("a condition must be a table")?;
-    let known = [
+    let known: Vec<&str> = [
         "truthy",
         "falsy",
         "null",
@@ -217,17 +232,6 @@ fn parse_cond(v: &toml::Value) -> Result<Cond, String> {
         "path",
         "missing_as",
         "or",
-        "eq",
-        "ne",
-        "in",
-        "not_in",
-        "is",
-        "starts_with",
-        "contains",
-        "gt",
-        "ge",
-        "lt",
-        "le",
         "all",
         "any",
         "not",
@@ -235,7 +239,10 @@ fn parse_cond(v: &toml::Value) -> Result<Cond, String> {
         "all_items",
         "count_items",
         "where",
-    ];
+    ]
+    .into_iter()
+    .chain(PATH_TESTS)
+    .collect();
     if let Some(k) = t.keys().find(|k| !known.contains(&k.as_str())) {
         return Err(format!("unknown condition key {k:?}"));
     }
@@ -261,19 +268,7 @@ fn parse_cond(v: &toml::Value) -> Result<Cond, String> {
             return Err(format!("`{k}` does not go with `{form}`"));
         }
     } else {
-        let tests = [
-            "eq",
-            "ne",
-            "in",
-            "not_in",
-            "is",
-            "starts_with",
-            "contains",
-            "gt",
-            "ge",
-            "lt",
-            "le",
-        ];
+        let tests = PATH_TESTS;
         let n = t.keys().filter(|k| tests.contains(&k.as_str())).count();
         if n > 1 {
             return Err("a `path` condition takes exactly one test".into());
