@@ -64,7 +64,32 @@ fn main() {
     std::fs::write(out.join("bundled_plugins.rs"), code).expect("write bundled_plugins.rs");
 }
 
+/// Installs the wasm32 standard library with rustup when it is missing, so that the
+/// README's one command builds everything on a fresh machine.
+fn ensure_wasm_target() {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    let installed = sysroot.is_some_and(|s| Path::new(&s).join("lib/rustlib/wasm32-unknown-unknown").is_dir());
+    if installed {
+        return;
+    }
+    println!("cargo:warning=installing the wasm32-unknown-unknown target with rustup");
+    let ok = Command::new("rustup")
+        .args(["target", "add", "wasm32-unknown-unknown"])
+        .stdout(std::process::Stdio::from(std::io::stderr()))
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        panic!("the wasm32-unknown-unknown target is missing and rustup could not add it: run `rustup target add wasm32-unknown-unknown`");
+    }
+}
+
 fn build_wasm(crates: &[(String, PathBuf)], target_dir: &Path) {
+    ensure_wasm_target();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.args([
