@@ -73,7 +73,11 @@ fn ensure_wasm_target() {
         .output()
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
-    let installed = sysroot.is_some_and(|s| Path::new(&s).join("lib/rustlib/wasm32-unknown-unknown").is_dir());
+    let installed = sysroot.is_some_and(|s| {
+        Path::new(&s)
+            .join("lib/rustlib/wasm32-unknown-unknown")
+            .is_dir()
+    });
     if installed {
         return;
     }
