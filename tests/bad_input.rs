@@ -270,11 +270,7 @@ async fn bad_uploads_get_clear_errors_and_store_nothing() {
         .send()
         .await
         .unwrap();
-    assert_eq!(ok.status(), 200);
-    let uid = ok.json::<Value>().await.unwrap()["measurement_uid"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let uid = uid_of(ok).await;
     let spooled: Vec<_> = files_under(&data)
         .into_iter()
         .filter(|f| f.ends_with(".post"))
@@ -377,11 +373,7 @@ async fn probe_protocol_shapes() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
-    let uid = r.json::<Value>().await.unwrap()["measurement_uid"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let uid = uid_of(r).await;
     let ok = uid.len() == 57 && uid.as_bytes()[14] == b'.' && uid.contains("_IE_webconnectivity_");
     assert!(ok, "{uid}");
     // The spool keeps the decompressed body, and the uid hashes exactly those bytes.

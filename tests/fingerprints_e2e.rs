@@ -164,14 +164,7 @@ async fn a_new_fingerprint_confirms_from_the_next_measurement_under_load() {
 
     let acked = acked.lock().unwrap().clone();
     let uids: Vec<String> = acked.iter().map(|(u, _)| u.clone()).collect();
-    wait_all_known(&store, &uids, Duration::from_secs(60)).await;
-    let rows: std::collections::HashMap<String, ooni_core::FastpathRow> = store
-        .fetch_rows(&uids)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.measurement_uid.clone(), r))
-        .collect();
+    let rows = rows_by_uid(&store, &uids, Duration::from_secs(60)).await;
     // The set is swapped atomically: every row names either the old (empty) set or
     // the new one, and nothing sent after the new version was visible is scored with
     // the old one. So the version column changes exactly once.
@@ -266,26 +259,10 @@ async fn broken_files_are_refused_and_the_previous_set_keeps_serving() {
             "{what}: the previous set keeps serving"
         );
         // And it really serves: a blockpage is still confirmed.
-        let msm = blockpage_measurement();
-        let rid = open_report(&h.c, &h.engine, &msm).await;
-        let mut content = msm;
-        content["report_id"] = json!(rid);
-        let r: Value =
-            h.c.post(h.engine.url(&format!("/report/{rid}")))
-                .json(&json!({"format": "json", "content": content}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-        let uid = r["measurement_uid"].as_str().unwrap().to_owned();
+        let uid = submit_measurement(&h.c, &h.engine, &blockpage_measurement()).await;
         let store = h.db.store().await;
-        wait_all_known(&store, std::slice::from_ref(&uid), Duration::from_secs(20)).await;
-        assert!(
-            store.fetch_rows(&[uid]).await.unwrap()[0].confirmed,
-            "{what}"
-        );
+        let rows = rows_by_uid(&store, std::slice::from_ref(&uid), Duration::from_secs(20)).await;
+        assert!(rows[&uid].confirmed, "{what}");
         std::fs::remove_file(h.dir.join("bad.toml")).unwrap();
         h.wait_for("recovery", |s| s["last_error"].is_null()).await;
     }

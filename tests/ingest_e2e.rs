@@ -261,14 +261,7 @@ async fn corpus_round_trip(db: Db) {
 
     let store = tdb.store().await;
     let uids: Vec<String> = submitted.iter().map(|s| s.uid.clone()).collect();
-    wait_all_known(&store, &uids, Duration::from_secs(60)).await;
-    let rows: HashMap<String, FastpathRow> = store
-        .fetch_rows(&uids)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.measurement_uid.clone(), r))
-        .collect();
+    let rows = rows_by_uid(&store, &uids, Duration::from_secs(60)).await;
     let drops: HashMap<String, _> = store
         .fetch_drops(&uids)
         .await

@@ -76,29 +76,11 @@ impl Harness {
             "test_start_time": "2026-11-27 00:00:00", "measurement_start_time": "2026-11-27 00:00:01",
             "input": null, "test_keys": {"result": "ok"}
         });
-        let mut content = msm.clone();
-        let rid = open_report(&self.c, &self.engine, &msm).await;
-        content["report_id"] = json!(rid);
-        let r = self
-            .c
-            .post(self.engine.url(&format!("/report/{rid}")))
-            .json(&json!({"format": "json", "content": content}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let uid = r.json::<Value>().await.unwrap()["measurement_uid"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let uid = submit_measurement(&self.c, &self.engine, &msm).await;
         let store = self.db.store().await;
-        wait_all_known(&store, std::slice::from_ref(&uid), Duration::from_secs(30)).await;
-        store
-            .fetch_rows(&[uid])
-            .await
-            .unwrap()
-            .pop()
-            .expect("a row")
+        let mut rows =
+            rows_by_uid(&store, std::slice::from_ref(&uid), Duration::from_secs(30)).await;
+        rows.remove(&uid).expect("a row")
     }
 }
 

@@ -268,3 +268,44 @@ pub async fn admin_wait(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The `measurement_uid` of a successful upload (status 200 asserted).
+pub async fn uid_of(r: reqwest::Response) -> String {
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    v["measurement_uid"]
+        .as_str()
+        .expect("a measurement_uid")
+        .to_owned()
+}
+
+/// Uploads `msm` as a probe would: opens a report with its metadata, stamps the
+/// report id into it, submits it, and returns the uid.
+pub async fn submit_measurement(c: &reqwest::Client, e: &Engine, msm: &Value) -> String {
+    let rid = open_report(c, e, msm).await;
+    let mut content = msm.clone();
+    content["report_id"] = json!(rid);
+    let r = c
+        .post(e.url(&format!("/report/{rid}")))
+        .json(&json!({"format": "json", "content": content}))
+        .send()
+        .await
+        .unwrap();
+    uid_of(r).await
+}
+
+/// Waits until every uid is scored, then returns the rows by uid.
+pub async fn rows_by_uid(
+    store: &Store,
+    uids: &[String],
+    within: Duration,
+) -> std::collections::HashMap<String, ooni_core::FastpathRow> {
+    wait_all_known(store, uids, within).await;
+    store
+        .fetch_rows(uids)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.measurement_uid.clone(), r))
+        .collect()
+}
