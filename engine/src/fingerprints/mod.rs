@@ -123,12 +123,12 @@ impl Host for FingerprintSet {
 
 thread_local! {
     /// The set pinned for the measurement this thread is scoring.
-    static PINNED: std::cell::RefCell<Option<FingerprintSet>> = const { std::cell::RefCell::new(None) };
+    static PINNED: std::cell::RefCell<Option<Arc<FingerprintSet>>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Runs `f` with `set` pinned for this thread, so that every lookup while scoring one
 /// measurement uses the same set, the one its row then names.
-pub fn with_pinned<R>(set: FingerprintSet, f: impl FnOnce() -> R) -> R {
+pub fn with_pinned<R>(set: Arc<FingerprintSet>, f: impl FnOnce() -> R) -> R {
     let previous = PINNED.with(|p| p.replace(Some(set)));
     let r = f();
     PINNED.with(|p| *p.borrow_mut() = previous);
@@ -172,14 +172,15 @@ impl Fingerprints {
     }
 
     /// The set pinned for this thread's measurement, else the current one.
-    pub fn for_scoring(&self) -> FingerprintSet {
+    pub fn for_scoring(&self) -> Arc<FingerprintSet> {
         PINNED
             .with(|p| p.borrow().clone())
             .unwrap_or_else(|| self.current())
     }
 
-    pub fn current(&self) -> FingerprintSet {
-        FingerprintSet::clone(&self.current.load())
+    /// The current set (a shared pointer: taking it copies nothing).
+    pub fn current(&self) -> Arc<FingerprintSet> {
+        self.current.load_full()
     }
 
     pub fn swap(&self, set: FingerprintSet) {

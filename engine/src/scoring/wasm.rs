@@ -86,7 +86,7 @@ impl WasmRuntime {
 struct HostState {
     limits: StoreLimits,
     plugin: Arc<str>,
-    fingerprints: FingerprintSet,
+    fingerprints: Arc<FingerprintSet>,
 }
 
 struct Live {
@@ -308,7 +308,7 @@ impl WasmScorer {
             HostState {
                 limits,
                 plugin: Arc::from(plugin),
-                fingerprints: FingerprintSet::empty(),
+                fingerprints: Arc::new(FingerprintSet::empty()),
             },
         );
         store.limiter(|s| &mut s.limits);
