@@ -204,9 +204,11 @@ fn derive(body: &[u8], uid: &str, scorers: &dyn ScorerSelect) -> Result<Fastpath
         _ => "u".to_owned(),
     };
     let measurement = &upload.measurement;
-    let msm = &measurement.fields;
     // The getters below see only the row fields; they behave as on the whole object.
-    let msm_value = &Value::Object(msm.clone());
+    let msm_value = &measurement.fields;
+    let Value::Object(msm) = msm_value else {
+        return Err(fail("the measurement is not a JSON object"));
+    };
 
     if msm.get("report_id").is_none_or(Value::is_null) {
         return Err(discard("Ignoring measurement without report_id"));
