@@ -20,7 +20,6 @@ use ooni_core::ids::{
 use rand::RngCore;
 use serde_json::{json, Map, Value};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
 use std::time::Instant;
 
 /// The test names check-in mints a report id for (spec/api.md §1.2).
@@ -186,13 +185,20 @@ fn rejection(st: &AppState, r: Rejection) -> ApiError {
     ApiError::new(status, r.ooni_message(), r.reason(), r.to_string())
 }
 
+/// What a checked submission is stored as.
+struct Checked {
+    body: Bytes,
+    cc: String,
+    test_name: String,
+}
+
 /// Everything between the raw request body and the bytes to store.
 fn check_submission(
     st: &AppState,
     report_id: &str,
     encoding: Option<String>,
-    body: Vec<u8>,
-) -> Result<(Vec<u8>, String), ApiError> {
+    body: Bytes,
+) -> Result<Checked, ApiError> {
     let rid = parse_report_id(report_id).map_err(|e| {
         st.metrics.reject("bad_report_id");
         ApiError::bad_request("bad_report_id", e.to_string())
@@ -202,7 +208,11 @@ fn check_submission(
     let meta = read_metadata(&body).map_err(|r| rejection(st, r))?;
     check_consistency(&rid, &meta).map_err(|r| rejection(st, r))?;
     check_metadata(&meta).map_err(|r| rejection(st, r))?;
-    Ok((body, format!("{}_{}", meta.probe_cc, rid.test_name)))
+    Ok(Checked {
+        body,
+        cc: meta.probe_cc,
+        test_name: rid.test_name.to_owned(),
+    })
 }
 
 /// `POST /report/{report_id}`: checks the measurement, makes it durable, and only
@@ -244,22 +254,19 @@ pub async fn submit_measurement(
                 .to_owned(),
         ),
     };
-    let (body, cc_test) = if raw.len() > INLINE_PARSE_LIMIT {
+    let checked = if raw.len() > INLINE_PARSE_LIMIT {
         let st2 = st.clone();
-        tokio::task::spawn_blocking(move || {
-            check_submission(&st2, &report_id, encoding, raw.to_vec())
-        })
-        .await
-        .map_err(|e| ApiError::unavailable(format!("parser task failed: {e}")))??
+        tokio::task::spawn_blocking(move || check_submission(&st2, &report_id, encoding, raw))
+            .await
+            .map_err(|e| ApiError::unavailable(format!("parser task failed: {e}")))??
     } else {
-        check_submission(&st, &report_id, encoding, raw.to_vec())?
+        check_submission(&st, &report_id, encoding, raw)?
     };
-    let (cc, test_name) = cc_test.split_once('_').unwrap_or(("ZZ", ""));
-    let uid = format_measurement_uid(receive_time(), cc, test_name, &body);
+    let body = checked.body;
+    let uid = format_measurement_uid(receive_time(), &checked.cc, &checked.test_name, &body);
     let dir = parse_measurement_uid(&uid)
         .map(|p| p.spool_dir())
         .ok_or_else(|| ApiError::unavailable("could not form a measurement uid"))?;
-    let body: Arc<[u8]> = body.into();
     if let Err(e) = st.spool.write(dir, uid.clone(), body.clone()).await {
         tracing::error!(error = %e, uid = %uid, "spool write failed");
         st.metrics.reject("spool_unavailable");

@@ -9,6 +9,7 @@
 //! content is checked against the SHA-512 prefix in its own uid on recovery, so a
 //! torn file is set aside instead of scored (see `verify_body`).
 
+use bytes::Bytes;
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -23,7 +24,7 @@ use ooni_core::ids::{body_hash16, parse_measurement_uid};
 struct WriteJob {
     dir: String,
     uid: String,
-    body: Arc<[u8]>,
+    body: Bytes,
     done: oneshot::Sender<io::Result<()>>,
 }
 
@@ -90,7 +91,7 @@ impl Spool {
     }
 
     /// Stores `body` as `{dir}/{uid}.post` and returns once it is durable on disk.
-    pub async fn write(&self, dir: String, uid: String, body: Arc<[u8]>) -> io::Result<()> {
+    pub async fn write(&self, dir: String, uid: String, body: Bytes) -> io::Result<()> {
         let (done, wait) = oneshot::channel();
         let job = WriteJob {
             dir,
@@ -243,7 +244,7 @@ mod tests {
     async fn writes_are_durable_files_named_by_uid() {
         let root = tempfile::tempdir().unwrap();
         let spool = Spool::open(root.path(), 8).unwrap();
-        let body: Arc<[u8]> = Arc::from(&b"{\"a\":1}"[..]);
+        let body = Bytes::from_static(b"{\"a\":1}");
         let uid = format!("20240101000000.000001_IT_ndt_{}", body_hash16(&body));
         spool
             .write("2024010100_IT_ndt".into(), uid.clone(), body.clone())
@@ -266,7 +267,7 @@ mod tests {
         for i in 0..200u32 {
             let s = spool.clone();
             tasks.push(tokio::spawn(async move {
-                let body: Arc<[u8]> = Arc::from(format!("{{\"i\":{i}}}").into_bytes());
+                let body = Bytes::from(format!("{{\"i\":{i}}}"));
                 let uid = format!("20240101000000.{i:06}_IT_ndt_{}", body_hash16(&body));
                 s.write("2024010100_IT_ndt".into(), uid, body).await
             }));

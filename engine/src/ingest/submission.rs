@@ -2,6 +2,7 @@
 //! them (spec/api.md §1.11): decompression, the envelope, report_id/body consistency
 //! and the metadata rules. Nothing here touches the disk.
 
+use bytes::Bytes;
 use ooni_core::ids::ReportId;
 use serde::Deserialize;
 use serde_json::Value;
@@ -81,12 +82,9 @@ impl Rejection {
     }
 }
 
-/// Decodes the body per its `Content-Encoding`, never inflating past `max`.
-pub fn decode_body(
-    encoding: Option<&str>,
-    body: Vec<u8>,
-    max: usize,
-) -> Result<Vec<u8>, Rejection> {
+/// Decodes the body per its `Content-Encoding`, never inflating past `max`. An
+/// identity body is passed through without a copy.
+pub fn decode_body(encoding: Option<&str>, body: Bytes, max: usize) -> Result<Bytes, Rejection> {
     match encoding.map(str::trim) {
         None | Some("") | Some("identity") => Ok(body),
         Some(e) if e.eq_ignore_ascii_case("zstd") => {
@@ -100,7 +98,7 @@ pub fn decode_body(
             if out.len() > max {
                 return Err(Rejection::DecompressedTooLarge(max));
             }
-            Ok(out)
+            Ok(out.into())
         }
         Some(other) => Err(Rejection::UnsupportedEncoding(other.to_owned())),
     }
@@ -399,21 +397,24 @@ mod tests {
     fn zstd_is_decoded_and_bombs_are_capped() {
         let plain = b"{\"format\":\"json\"}".to_vec();
         let z = zstd::encode_all(&plain[..], 3).unwrap();
-        assert_eq!(decode_body(Some("zstd"), z, 1024).unwrap(), plain);
+        assert_eq!(decode_body(Some("zstd"), z.into(), 1024).unwrap(), plain);
         let bomb = zstd::encode_all(&vec![b' '; 10_000_000][..], 19).unwrap();
         assert!(bomb.len() < 10_000);
         assert_eq!(
-            decode_body(Some("zstd"), bomb, 1_000_000),
+            decode_body(Some("zstd"), bomb.into(), 1_000_000),
             Err(Rejection::DecompressedTooLarge(1_000_000))
         );
         assert!(matches!(
-            decode_body(Some("zstd"), b"not zstd".to_vec(), 10),
+            decode_body(Some("zstd"), Bytes::from_static(b"not zstd"), 10),
             Err(Rejection::BadZstd(_))
         ));
         assert!(matches!(
-            decode_body(Some("gzip"), vec![], 10),
+            decode_body(Some("gzip"), Bytes::new(), 10),
             Err(Rejection::UnsupportedEncoding(_))
         ));
-        assert_eq!(decode_body(None, b"x".to_vec(), 0).unwrap(), b"x");
+        assert_eq!(
+            decode_body(None, Bytes::from_static(b"x"), 0).unwrap(),
+            &b"x"[..]
+        );
     }
 }

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 /// A measurement waiting to be scored.
 pub struct ScoreJob {
     pub uid: String,
-    pub body: Arc<[u8]>,
+    pub body: bytes::Bytes,
     /// When the probe was answered; `None` for measurements found by the catch-up scan.
     pub acked_at: Option<Instant>,
 }
