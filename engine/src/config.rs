@@ -1,6 +1,8 @@
 //! One TOML file, overridden by `OONI_*` environment variables, overridden by flags.
 //! Every key has a default so that `ooni-engine serve` runs with no setup.
 
+use crate::cans::CanLimits;
+use crate::objstore::{LocalStore, ObjectStore, ObjectStoreError, S3Settings, S3Store};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -69,6 +71,25 @@ pub struct Config {
     /// `strict` (every pattern type and country rule honoured) or `compat` (OONI
     /// fastpath 0.92's matching, quirks included, for byte-equal scores).
     pub fingerprint_mode: String,
+    /// Where cans go: empty for the local directory `{data_dir}/objects`, another
+    /// directory path (or `file:///DIR`), or `s3://BUCKET[/PREFIX]`.
+    pub object_store: String,
+    /// S3 endpoint, e.g. `http://127.0.0.1:9000` for MinIO; empty for AWS.
+    pub s3_endpoint: String,
+    pub s3_region: String,
+    pub s3_access_key_id: String,
+    pub s3_secret_access_key: String,
+    /// Path-style addressing (`endpoint/bucket/key`), which MinIO, Garage and Ceph need.
+    pub s3_path_style: bool,
+    /// Seconds between uploader passes inside `serve`; 0 turns the schedule off.
+    pub upload_interval_secs: u64,
+    /// A can is closed once its compressed postcan passes this size (OONI: 20 MB).
+    pub can_max_bytes: usize,
+    /// … or once the measurements in it pass this many bytes uncompressed, which
+    /// bounds what reading one line of a can back costs.
+    pub can_max_raw_bytes: usize,
+    /// Memory for decompressed cans kept to serve measurement bodies, in MiB.
+    pub can_cache_mb: usize,
 }
 
 impl Default for Config {
@@ -93,6 +114,16 @@ impl Default for Config {
             admin_token: String::new(),
             fingerprints_dir: PathBuf::from("fingerprints"),
             fingerprint_mode: "strict".to_owned(),
+            object_store: String::new(),
+            s3_endpoint: String::new(),
+            s3_region: "us-east-1".to_owned(),
+            s3_access_key_id: String::new(),
+            s3_secret_access_key: String::new(),
+            s3_path_style: true,
+            upload_interval_secs: 3600,
+            can_max_bytes: 20_000_000,
+            can_max_raw_bytes: 64 * 1024 * 1024,
+            can_cache_mb: 256,
         }
     }
 }
@@ -141,6 +172,16 @@ impl Config {
         env_parse("OONI_ADMIN_TOKEN", &mut cfg.admin_token)?;
         env_parse("OONI_FINGERPRINTS_DIR", &mut cfg.fingerprints_dir)?;
         env_parse("OONI_FINGERPRINT_MODE", &mut cfg.fingerprint_mode)?;
+        env_parse("OONI_OBJECT_STORE", &mut cfg.object_store)?;
+        env_parse("OONI_S3_ENDPOINT", &mut cfg.s3_endpoint)?;
+        env_parse("OONI_S3_REGION", &mut cfg.s3_region)?;
+        env_parse("OONI_S3_ACCESS_KEY_ID", &mut cfg.s3_access_key_id)?;
+        env_parse("OONI_S3_SECRET_ACCESS_KEY", &mut cfg.s3_secret_access_key)?;
+        env_parse("OONI_S3_PATH_STYLE", &mut cfg.s3_path_style)?;
+        env_parse("OONI_UPLOAD_INTERVAL_SECS", &mut cfg.upload_interval_secs)?;
+        env_parse("OONI_CAN_MAX_BYTES", &mut cfg.can_max_bytes)?;
+        env_parse("OONI_CAN_MAX_RAW_BYTES", &mut cfg.can_max_raw_bytes)?;
+        env_parse("OONI_CAN_CACHE_MB", &mut cfg.can_cache_mb)?;
         cfg.fingerprint_mode()?;
         if let Ok(v) = std::env::var("OONI_LOG_FORMAT") {
             cfg.log_format = match v.as_str() {
@@ -175,6 +216,43 @@ impl Config {
 
     pub fn spool_dir(&self) -> PathBuf {
         self.data_dir.join("spool")
+    }
+
+    /// The object store the configuration names.
+    pub fn object_store(&self) -> Result<ObjectStore, ObjectStoreError> {
+        let url = self.object_store.trim();
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(ObjectStoreError::Url(url.to_owned()));
+            }
+            return Ok(ObjectStore::S3(S3Store::new(S3Settings {
+                bucket: bucket.to_owned(),
+                prefix: prefix.trim_matches('/').to_owned(),
+                endpoint: self.s3_endpoint.clone(),
+                region: self.s3_region.clone(),
+                access_key_id: self.s3_access_key_id.clone(),
+                secret_access_key: self.s3_secret_access_key.clone(),
+                path_style: self.s3_path_style,
+            })));
+        }
+        let dir = if url.is_empty() {
+            self.data_dir.join("objects")
+        } else if let Some(p) = url.strip_prefix("file://") {
+            PathBuf::from(p)
+        } else if url.contains("://") {
+            return Err(ObjectStoreError::Url(url.to_owned()));
+        } else {
+            PathBuf::from(url)
+        };
+        Ok(ObjectStore::Local(LocalStore::new(dir)))
+    }
+
+    pub fn can_limits(&self) -> CanLimits {
+        CanLimits {
+            max_compressed: self.can_max_bytes.max(1),
+            max_raw: self.can_max_raw_bytes.max(1),
+        }
     }
 
     pub fn plugin_limits(&self) -> crate::scoring::wasm::Limits {
@@ -226,5 +304,23 @@ mod tests {
     fn default_database_is_sqlite_under_the_data_dir() {
         let c = Config::default();
         assert_eq!(c.database_url(), "sqlite://data/ooni.sqlite");
+    }
+
+    #[test]
+    fn object_store_urls() {
+        let mut c = Config::default();
+        assert_eq!(c.object_store().unwrap().describe(), "local:data/objects");
+        c.object_store = "s3://ooni-data/backups/".into();
+        c.s3_endpoint = "http://127.0.0.1:9000".into();
+        assert_eq!(
+            c.object_store().unwrap().describe(),
+            "s3://ooni-data/backups at http://127.0.0.1:9000"
+        );
+        c.object_store = "/srv/cans".into();
+        assert_eq!(c.object_store().unwrap().describe(), "local:/srv/cans");
+        for bad in ["s3://", "gs://bucket"] {
+            c.object_store = bad.into();
+            assert!(c.object_store().is_err(), "{bad}");
+        }
     }
 }

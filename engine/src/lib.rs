@@ -2,12 +2,18 @@
 //! store serves. `main.rs` is only the command line over these modules.
 
 pub mod api;
+pub mod bodies;
+pub mod cans;
 pub mod commands;
 pub mod config;
+pub mod failpoint;
 pub mod fingerprints;
 pub mod ingest;
 pub mod metrics;
+pub mod objstore;
+pub mod rescore;
 pub mod scoring;
 pub mod serve;
 pub mod store;
+pub mod uploader;
 pub mod watch;

@@ -27,6 +27,39 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Pack the spool's closed hours into cans, store and index them, then remove
+    /// the spool files (once; `serve` does this on a schedule).
+    Upload {
+        /// Can the current hour too.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Re-score measurements from the cans of a range of days with the current
+    /// plugins and fingerprints, and upsert their rows.
+    Rescore {
+        /// First day, YYYY-MM-DD.
+        #[arg(long)]
+        start_day: chrono::NaiveDate,
+        /// Last day, YYYY-MM-DD (inclusive).
+        #[arg(long)]
+        end_day: chrono::NaiveDate,
+        /// Only these test names (repeatable).
+        #[arg(long = "test-name")]
+        test_names: Vec<String>,
+        /// Only these probe countries (repeatable).
+        #[arg(long = "cc")]
+        ccs: Vec<String>,
+        /// Print what would change; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Start over instead of resuming an interrupted run of the same job.
+        #[arg(long)]
+        restart: bool,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Work with scorer plugins.
     Plugins {
         #[command(subcommand)]
@@ -122,9 +155,38 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let (cfg, serve) = match cli.command {
-        Command::Serve(c) => (c.config()?, true),
-        Command::Migrate(c) => (c.config()?, false),
+    let (cfg, job) = match cli.command {
+        Command::Serve(c) => (c.config()?, Job::Serve),
+        Command::Migrate(c) => (c.config()?, Job::Migrate),
+        Command::Upload { all, common } => (common.config()?, Job::Upload { all }),
+        Command::Rescore {
+            start_day,
+            end_day,
+            test_names,
+            ccs,
+            dry_run,
+            restart,
+            common,
+        } => {
+            if end_day < start_day {
+                anyhow::bail!("--end-day {end_day} is before --start-day {start_day}");
+            }
+            let cfg = common.config()?;
+            let threads = cfg.scoring_workers();
+            (
+                cfg,
+                Job::Rescore(ooni_engine::rescore::RescoreArgs {
+                    start_day,
+                    end_day,
+                    test_names,
+                    ccs,
+                    dry_run,
+                    restart,
+                    threads,
+                    progress: true,
+                }),
+            )
+        }
         Command::Score { files, common } => {
             let cfg = common.config()?;
             init_logging(cfg.log_format);
@@ -178,12 +240,47 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async move {
-        if serve {
-            ooni_engine::serve::run(cfg).await
-        } else {
-            let store = ooni_engine::serve::open_store(&cfg).await?;
-            tracing::info!(database = store.backend(), "migrations applied");
-            Ok(())
+        match job {
+            Job::Serve => ooni_engine::serve::run(cfg).await,
+            Job::Migrate => {
+                let store = ooni_engine::serve::open_store(&cfg).await?;
+                tracing::info!(database = store.backend(), "migrations applied");
+                Ok(())
+            }
+            Job::Upload { all } => {
+                let store = ooni_engine::serve::open_store(&cfg).await?;
+                let metrics = std::sync::Arc::new(ooni_engine::metrics::Metrics::default());
+                let uploader = ooni_engine::serve::open_uploader(&cfg, store, metrics)?;
+                let report = uploader.run_once(all).await?;
+                println!("{}", serde_json::to_string(&report)?);
+                Ok(())
+            }
+            Job::Rescore(args) => {
+                let store = ooni_engine::serve::open_store(&cfg).await?;
+                let objects = cfg.object_store()?;
+                let fingerprints = ooni_engine::serve::open_fingerprints(&cfg)?;
+                let registry = ooni_engine::serve::open_registry(&cfg, fingerprints)?;
+                let mut stdout = std::io::stdout();
+                let report = ooni_engine::rescore::rescore(
+                    &args,
+                    &store,
+                    &objects,
+                    registry,
+                    cfg.data_dir.join("rescore"),
+                    cfg.can_max_raw_bytes,
+                    &mut stdout,
+                )
+                .await?;
+                println!("{}", serde_json::to_string(&report)?);
+                Ok(())
+            }
         }
     })
+}
+
+enum Job {
+    Serve,
+    Migrate,
+    Upload { all: bool },
+    Rescore(ooni_engine::rescore::RescoreArgs),
 }

@@ -22,6 +22,16 @@ pub struct Metrics {
     pub score_queue_overflows: AtomicU64,
     pub recovered: AtomicU64,
     pub quarantined: AtomicU64,
+    pub uploader_runs: AtomicU64,
+    pub uploader_failed_runs: AtomicU64,
+    pub uploader_last_success_unix: AtomicU64,
+    pub cans_uploaded: AtomicU64,
+    pub canned_measurements: AtomicU64,
+    pub can_bytes_uploaded: AtomicU64,
+    pub object_store_errors: AtomicU64,
+    pub bodies_from_spool: AtomicU64,
+    pub bodies_from_cans: AtomicU64,
+    pub can_cache_misses: AtomicU64,
     rejections: Mutex<BTreeMap<&'static str, u64>>,
     ack_to_row: Mutex<LatencyWindow>,
 }
@@ -122,6 +132,51 @@ impl Metrics {
                 "Spool files whose content did not match their uid",
                 &self.quarantined,
             ),
+            (
+                "ooni_uploader_runs_total",
+                "Uploader passes over the spool",
+                &self.uploader_runs,
+            ),
+            (
+                "ooni_uploader_failed_runs_total",
+                "Uploader passes stopped by an error (retried on the next pass)",
+                &self.uploader_failed_runs,
+            ),
+            (
+                "ooni_cans_uploaded_total",
+                "Can pairs (postcan and jsonl) stored and indexed",
+                &self.cans_uploaded,
+            ),
+            (
+                "ooni_canned_measurements_total",
+                "Measurements moved from the spool into cans",
+                &self.canned_measurements,
+            ),
+            (
+                "ooni_can_bytes_uploaded_total",
+                "Compressed bytes of cans stored",
+                &self.can_bytes_uploaded,
+            ),
+            (
+                "ooni_object_store_errors_total",
+                "Failed object store writes (each retried with backoff)",
+                &self.object_store_errors,
+            ),
+            (
+                "ooni_bodies_from_spool_total",
+                "Measurement bodies served from the spool",
+                &self.bodies_from_spool,
+            ),
+            (
+                "ooni_bodies_from_cans_total",
+                "Measurement bodies served from cans",
+                &self.bodies_from_cans,
+            ),
+            (
+                "ooni_can_cache_misses_total",
+                "Cans fetched from the object store to serve a body",
+                &self.can_cache_misses,
+            ),
         ];
         for (name, help, v) in counters {
             let _ = writeln!(
@@ -145,6 +200,11 @@ impl Metrics {
             let _ = writeln!(out, "ooni_ack_to_row_seconds{{quantile=\"{q}\"}} {v}");
         }
         let _ = writeln!(out, "ooni_ack_to_row_seconds_count {count}");
+        let _ = writeln!(
+            out,
+            "# HELP ooni_uploader_last_success_timestamp_seconds When the last uploader pass finished without error\n# TYPE ooni_uploader_last_success_timestamp_seconds gauge\nooni_uploader_last_success_timestamp_seconds {}",
+            self.uploader_last_success_unix.load(Relaxed)
+        );
         for (name, help, v) in extra {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }

@@ -2,6 +2,7 @@
 //! recovers what a previous run left unscored, and drains on SIGTERM / Ctrl-C.
 
 use crate::api::{router, AppState};
+use crate::bodies::Bodies;
 use crate::config::Config;
 use crate::fingerprints::{FingerprintSet, Fingerprints};
 use crate::ingest::spool::Spool;
@@ -9,6 +10,7 @@ use crate::metrics::Metrics;
 use crate::scoring::registry::{Registry, RegistryOptions};
 use crate::scoring::{Pipeline, PipelineConfig};
 use crate::store::Store;
+use crate::uploader::{RetryPolicy, Uploader};
 use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,11 +68,43 @@ pub fn open_registry(
     )
 }
 
+/// The uploader of the configured spool and object store.
+pub fn open_uploader(
+    cfg: &Config,
+    store: Store,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Arc<Uploader>> {
+    let objects = cfg.object_store().context("configuring the object store")?;
+    Ok(Arc::new(Uploader::new(
+        cfg.spool_dir().join("incoming"),
+        store,
+        objects,
+        cfg.collector_id.clone(),
+        cfg.can_limits(),
+        RetryPolicy::default(),
+        metrics,
+    )))
+}
+
 pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let store = open_store(&cfg).await?;
     let spool = Spool::open(&cfg.spool_dir(), cfg.spool_group_commit)
         .with_context(|| format!("opening the spool at {}", cfg.spool_dir().display()))?;
     let metrics = Arc::new(Metrics::default());
+    let uploader = open_uploader(&cfg, store.clone(), metrics.clone())?;
+    let bodies = Arc::new(Bodies::new(
+        spool.clone(),
+        store.clone(),
+        uploader.objects().clone(),
+        cfg.can_cache_mb * 1024 * 1024,
+        cfg.can_max_raw_bytes,
+        metrics.clone(),
+    ));
+    let schedule = (cfg.upload_interval_secs > 0).then(|| {
+        uploader
+            .clone()
+            .spawn_schedule(Duration::from_secs(cfg.upload_interval_secs))
+    });
     let fingerprints = open_fingerprints(&cfg)?;
     let _fingerprint_watcher = fingerprints
         .watch()
@@ -97,7 +131,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     if cfg.public_url.is_empty() {
         cfg.public_url = format!("http://{addr}");
     }
-    tracing::info!(%addr, database = store.backend(), data_dir = %cfg.data_dir.display(), "engine started");
+    tracing::info!(%addr, database = store.backend(), data_dir = %cfg.data_dir.display(), objects = %uploader.objects().describe(), "engine started");
     // A line on stdout that scripts and tests can wait for.
     println!("ooni-engine listening on {addr}");
 
@@ -119,6 +153,8 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         store,
         metrics,
         registry,
+        bodies,
+        uploader,
     };
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown_signal())
@@ -128,6 +164,9 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     tracing::info!("draining the scoring pipeline");
     watch.abort();
     sighup.abort();
+    if let Some(s) = schedule {
+        s.abort();
+    }
     let _ = recovery.await;
     tasks.shutdown(vec![pipeline]).await;
     tracing::info!("stopped");

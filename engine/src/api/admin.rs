@@ -96,3 +96,28 @@ mod tests {
         assert!(!super::constant_time_eq(b"abc", b"ab"));
     }
 }
+
+#[derive(serde::Deserialize)]
+pub struct UploadParams {
+    all: Option<bool>,
+}
+
+/// Runs the uploader now (`?all=true` cans the current hour too) and answers with
+/// what it did.
+pub async fn upload(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<UploadParams>,
+) -> Result<Response, ApiError> {
+    authorize(&st, &headers)?;
+    match st.uploader.run_once(q.all.unwrap_or(false)).await {
+        Ok(report) => Ok(with_cache(Json(report), "no-cache")),
+        Err(crate::uploader::UploadError::Busy(p)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "Conflict",
+            "uploader_busy",
+            format!("another uploader run holds {}", p.display()),
+        )),
+        Err(e) => Err(ApiError::unavailable(format!("uploader: {e}"))),
+    }
+}

@@ -2,15 +2,18 @@
 
 pub mod admin;
 pub mod error;
+pub mod measurements;
 pub mod ops;
 pub mod probe;
 
+use crate::bodies::Bodies;
 use crate::config::Config;
 use crate::ingest::spool::Spool;
 use crate::metrics::Metrics;
 use crate::scoring::registry::Registry;
 use crate::scoring::Pipeline;
 use crate::store::Store;
+use crate::uploader::Uploader;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -26,6 +29,8 @@ pub struct AppState {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub registry: Arc<Registry>,
+    pub bodies: Arc<Bodies>,
+    pub uploader: Arc<Uploader>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -36,11 +41,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/check-in", post(probe::check_in))
         .route("/api/v1/collectors", get(probe::collectors))
         .route("/api/v1/test-helpers", get(probe::test_helpers))
+        .route("/api/v1/measurement/{uid}", get(measurements::measurement))
+        .route("/api/v1/raw_measurement", get(measurements::raw_measurement))
         .route("/health", get(ops::health))
         .route("/metrics", get(ops::metrics))
         .route("/admin/plugins", get(admin::plugins))
         .route("/admin/fingerprints", get(admin::fingerprints))
         .route("/admin/reload", post(admin::reload))
+        .route("/admin/upload", post(admin::upload))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Bodies are read by the handlers themselves with their own limit and a JSON

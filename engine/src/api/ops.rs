@@ -8,7 +8,8 @@ use axum::Json;
 use serde_json::json;
 use std::sync::atomic::Ordering::Relaxed;
 
-/// 200 when the database answers and the spool is writable, 503 otherwise.
+/// 200 when the database and the object store answer and the spool is writable,
+/// 503 otherwise.
 pub async fn health(State(st): State<AppState>) -> Response {
     let mut errors = Vec::new();
     if let Err(e) = st.store.ping().await {
@@ -17,6 +18,9 @@ pub async fn health(State(st): State<AppState>) -> Response {
     let probe = st.spool.incoming_dir().join(".health");
     if let Err(e) = tokio::fs::write(&probe, b"ok").await {
         errors.push(format!("spool: {e}"));
+    }
+    if let Err(e) = st.uploader.objects().ping().await {
+        errors.push(format!("object store: {e}"));
     }
     let status = if errors.is_empty() {
         StatusCode::OK

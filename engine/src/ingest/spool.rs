@@ -175,7 +175,14 @@ fn write_file(incoming: &Path, known_dirs: &mut HashSet<String>, job: &WriteJob)
         known_dirs.insert(job.dir.clone());
     }
     let tmp = dir.join(format!("{}.post.tmp", job.uid));
-    let mut f = File::create(&tmp)?;
+    let mut f = match File::create(&tmp) {
+        // The uploader removed the (then empty) hour directory since we made it.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(&dir)?;
+            File::create(&tmp)?
+        }
+        r => r?,
+    };
     f.write_all(&job.body)?;
     drop(f);
     fs::rename(&tmp, dir.join(format!("{}.post", job.uid)))

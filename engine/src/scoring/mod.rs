@@ -203,29 +203,43 @@ fn score_loop(
     // first and scoring catches up (the queue and the spool absorb the difference).
     lower_thread_priority();
     for job in rx {
-        // One generation of plugins and of fingerprints for the whole measurement.
-        let plugins = registry.snapshot();
-        let fingerprints = registry.fingerprints().current();
-        let fingerprints_version = fingerprints.version.clone();
-        let outcome = crate::fingerprints::with_pinned(fingerprints, || {
-            derive_row(&job.body, &job.uid, plugins.as_ref())
-        });
-        let scored = match outcome {
-            Outcome::Row(mut row) => {
-                row.fingerprints_version = fingerprints_version.to_string();
-                Scored::Row(row, job.acked_at)
-            }
-            Outcome::Dropped(d) => {
-                tracing::debug!(uid = %job.uid, kind = d.kind.as_str(), reason = %d.reason, "no row for measurement");
-                Scored::Drop(DropRecord {
-                    measurement_uid: job.uid,
-                    kind: d.kind,
-                    reason: d.reason,
-                })
-            }
+        let scored = match score_measurement(&registry, &job.uid, &job.body) {
+            Scoring::Row(row) => Scored::Row(row, job.acked_at),
+            Scoring::Drop(d) => Scored::Drop(d),
         };
         if out.blocking_send(scored).is_err() {
             break;
+        }
+    }
+}
+
+/// What scoring one measurement gives.
+pub enum Scoring {
+    Row(Box<FastpathRow>),
+    Drop(DropRecord),
+}
+
+/// Scores one stored body with the current plugins and fingerprints: one generation
+/// of each for the whole measurement, named in the row.
+pub fn score_measurement(registry: &Registry, uid: &str, body: &[u8]) -> Scoring {
+    let plugins = registry.snapshot();
+    let fingerprints = registry.fingerprints().current();
+    let fingerprints_version = fingerprints.version.clone();
+    let outcome = crate::fingerprints::with_pinned(fingerprints, || {
+        derive_row(body, uid, plugins.as_ref())
+    });
+    match outcome {
+        Outcome::Row(mut row) => {
+            row.fingerprints_version = fingerprints_version.to_string();
+            Scoring::Row(row)
+        }
+        Outcome::Dropped(d) => {
+            tracing::debug!(uid, kind = d.kind.as_str(), reason = %d.reason, "no row for measurement");
+            Scoring::Drop(DropRecord {
+                measurement_uid: uid.to_owned(),
+                kind: d.kind,
+                reason: d.reason,
+            })
         }
     }
 }

@@ -12,6 +12,9 @@ use std::str::FromStr;
 use std::time::Duration;
 use thiserror::Error;
 
+mod jsonl;
+pub use jsonl::BodyLocation;
+
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -149,7 +152,7 @@ macro_rules! write_batch_on {
 }
 
 /// 30 binds a row: stays under SQLite's 32,766 and PostgreSQL's 65,535 parameters.
-const ROWS_PER_STATEMENT: usize = 500;
+pub(crate) const ROWS_PER_STATEMENT: usize = 500;
 
 impl Store {
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
