@@ -52,10 +52,7 @@ pub struct RescoreReport {
 }
 
 /// The postcan keys of the days and filters asked for, in time order.
-pub async fn select_cans(
-    objects: &ObjectStore,
-    args: &RescoreArgs,
-) -> anyhow::Result<Vec<String>> {
+pub async fn select_cans(objects: &ObjectStore, args: &RescoreArgs) -> anyhow::Result<Vec<String>> {
     let tests: HashSet<String> = args.test_names.iter().map(|t| t.replace('_', "")).collect();
     let ccs: HashSet<String> = args.ccs.iter().map(|c| c.to_uppercase()).collect();
     let mut keys = Vec::new();
@@ -159,6 +156,7 @@ pub async fn rescore(
                 .with_context(|| format!("recording progress in {}", job.display()))?;
             writeln!(f, "{key}")?;
             f.sync_data()?;
+            crate::failpoint::hit("rescore_after_can");
         }
         progress.update(i + 1, report.measurements);
     }
@@ -247,7 +245,11 @@ fn row_changes(old: &FastpathRow, new: &FastpathRow) -> Vec<String> {
         }
     };
     cmp("anomaly", old.anomaly.to_string(), new.anomaly.to_string());
-    cmp("confirmed", old.confirmed.to_string(), new.confirmed.to_string());
+    cmp(
+        "confirmed",
+        old.confirmed.to_string(),
+        new.confirmed.to_string(),
+    );
     cmp(
         "msm_failure",
         old.msm_failure.to_string(),

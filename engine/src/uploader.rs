@@ -265,7 +265,11 @@ impl Uploader {
 
     /// Packs files from the front of `files` until the can is full; returns the can
     /// and how many files it holds.
-    async fn pack(&self, dir: &str, files: &[(String, PathBuf)]) -> Result<(Can, usize), UploadError> {
+    async fn pack(
+        &self,
+        dir: &str,
+        files: &[(String, PathBuf)],
+    ) -> Result<(Can, usize), UploadError> {
         let dir = dir.to_owned();
         let files = files.to_vec();
         let limits = self.limits;
@@ -327,7 +331,9 @@ impl Uploader {
 fn hour_closed(hour: &str, now: NaiveDateTime) -> bool {
     match NaiveDateTime::parse_from_str(&format!("{hour}0000"), "%Y%m%d%H%M%S") {
         Ok(start) => {
-            start + chrono::Duration::hours(1) + chrono::Duration::from_std(CLOSE_GRACE).unwrap_or_default()
+            start
+                + chrono::Duration::hours(1)
+                + chrono::Duration::from_std(CLOSE_GRACE).unwrap_or_default()
                 <= now
         }
         Err(_) => false,

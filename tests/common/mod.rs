@@ -309,3 +309,151 @@ pub async fn rows_by_uid(
         .map(|r| (r.measurement_uid.clone(), r))
         .collect()
 }
+
+/// Runs an `ooni-engine` subcommand against a data directory and database, from the
+/// data directory's parent as `Engine::start` does.
+pub fn run_cli(
+    args: &[&str],
+    data_dir: &Path,
+    db_url: &str,
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ooni-engine"));
+    if let Some(parent) = data_dir.parent() {
+        cmd.current_dir(parent);
+    }
+    cmd.args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--database-url", db_url])
+        .env("RUST_LOG", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("engine binary")
+}
+
+pub const S3_ACCESS_KEY: &str = "ooni-test-access";
+pub const S3_SECRET_KEY: &str = "ooni-test-secret-key";
+pub const S3_BUCKET: &str = "ooni-data-test";
+
+/// The `s3s-fs` binary: `S3S_FS_BIN`, else on PATH or in cargo's bin directory, else
+/// installed once (as `.ci/run` does) into a cache folder shared by all test runs.
+pub fn s3s_fs_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("S3S_FS_BIN") {
+            return PathBuf::from(p);
+        }
+        let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into()));
+        let tools = home.join(".cache/ooni-engine-tools");
+        let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
+            .map(|p| {
+                std::env::split_paths(&p)
+                    .map(|d| d.join("s3s-fs"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        candidates.push(home.join(".cargo/bin/s3s-fs"));
+        candidates.push(tools.join("bin/s3s-fs"));
+        if let Some(found) = candidates.iter().find(|p| p.is_file()) {
+            return found.clone();
+        }
+        eprintln!(
+            "s3s-fs not found: installing s3s-fs 0.14.1 into {}",
+            tools.display()
+        );
+        let ok = Command::new("cargo")
+            .args([
+                "install",
+                "s3s-fs@0.14.1",
+                "--locked",
+                "--features",
+                "binary",
+                "--root",
+            ])
+            .arg(&tools)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "cannot install s3s-fs (the S3 server the S3 tests run against)"
+        );
+        tools.join("bin/s3s-fs")
+    })
+    .clone()
+}
+
+/// A real S3-compatible server (s3s-fs) on a loopback port, with one bucket.
+pub struct S3Server {
+    child: Option<Child>,
+    pub port: u16,
+    pub root: PathBuf,
+}
+
+impl S3Server {
+    pub fn start(root: &Path) -> S3Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        std::fs::create_dir_all(root.join(S3_BUCKET)).unwrap();
+        let mut s = S3Server {
+            child: None,
+            port,
+            root: root.to_owned(),
+        };
+        s.resume();
+        s
+    }
+
+    /// Starts (again) on the same port and directory.
+    pub fn resume(&mut self) {
+        let child = Command::new(s3s_fs_bin())
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
+            .arg(&self.root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("s3s-fs");
+        self.child = Some(child);
+        let t = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "s3s-fs did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the server, as an outage would.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The engine's environment for this server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("OONI_OBJECT_STORE", format!("s3://{S3_BUCKET}")),
+            ("OONI_S3_ENDPOINT", self.endpoint()),
+            ("OONI_S3_ACCESS_KEY_ID", S3_ACCESS_KEY.to_owned()),
+            ("OONI_S3_SECRET_ACCESS_KEY", S3_SECRET_KEY.to_owned()),
+        ]
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

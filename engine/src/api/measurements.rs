@@ -58,9 +58,9 @@ pub async fn measurement(
         .ok_or_else(not_found)?;
     let mut r = json_bytes(body, "max-age=3600");
     if q.download.as_deref().is_some_and(is_true) {
-        if let Ok(v) = HeaderValue::from_str(&format!(
-            "attachment; filename=ooni_measurement-{uid}.json"
-        )) {
+        if let Ok(v) =
+            HeaderValue::from_str(&format!("attachment; filename=ooni_measurement-{uid}.json"))
+        {
             r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
         }
     }
@@ -83,7 +83,10 @@ pub async fn raw_measurement(
     State(st): State<AppState>,
     Query(q): Query<RawParams>,
 ) -> Result<Response, ApiError> {
-    let uid = match (q.measurement_uid.filter(|u| (10..=100).contains(&u.len())), q.report_id) {
+    let uid = match (
+        q.measurement_uid.filter(|u| (10..=100).contains(&u.len())),
+        q.report_id,
+    ) {
         (Some(uid), _) => Some(uid),
         (None, Some(rid)) if !rid.is_empty() => st
             .store

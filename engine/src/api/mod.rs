@@ -42,7 +42,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/collectors", get(probe::collectors))
         .route("/api/v1/test-helpers", get(probe::test_helpers))
         .route("/api/v1/measurement/{uid}", get(measurements::measurement))
-        .route("/api/v1/raw_measurement", get(measurements::raw_measurement))
+        .route(
+            "/api/v1/raw_measurement",
+            get(measurements::raw_measurement),
+        )
         .route("/health", get(ops::health))
         .route("/metrics", get(ops::metrics))
         .route("/admin/plugins", get(admin::plugins))

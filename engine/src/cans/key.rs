@@ -126,8 +126,8 @@ mod tests {
 
     #[test]
     fn keys_follow_oonis_layout_and_parse_back() {
-        let k = CanKey::for_spool_dir("2021081711_GB_webconnectivity", "0", 3, CanKind::Jsonl)
-            .unwrap();
+        let k =
+            CanKey::for_spool_dir("2021081711_GB_webconnectivity", "0", 3, CanKind::Jsonl).unwrap();
         assert_eq!(
             k.key(),
             "raw/20210817/11/GB/webconnectivity/2021081711_GB_webconnectivity.n0.3.jsonl.gz"
@@ -140,8 +140,17 @@ mod tests {
 
     #[test]
     fn odd_names_are_not_cans() {
-        for dir in ["2021081711_GB", "202108171_GB_x", "2021081711_gb_x", "2021081711_GB_web_x", "x.tmp"] {
-            assert!(CanKey::for_spool_dir(dir, "0", 0, CanKind::Jsonl).is_none(), "{dir}");
+        for dir in [
+            "2021081711_GB",
+            "202108171_GB_x",
+            "2021081711_gb_x",
+            "2021081711_GB_web_x",
+            "x.tmp",
+        ] {
+            assert!(
+                CanKey::for_spool_dir(dir, "0", 0, CanKind::Jsonl).is_none(),
+                "{dir}"
+            );
         }
         for key in [
             "raw/20210817/11/GB/webconnectivity/2021081711_GB_webconnectivity.n0.x.jsonl.gz",

@@ -171,20 +171,26 @@ mod tests {
     #[test]
     fn minify_keeps_strings_and_numbers_exact() {
         let text = br#"{ "a" : [1.0, 2e3 ,"x y\" }" ], "b":{ } }"#;
-        assert_eq!(minify(text), br#"{"a":[1.0,2e3,"x y\" }"],"b":{}}"#.to_vec());
+        assert_eq!(
+            minify(text),
+            br#"{"a":[1.0,2e3,"x y\" }"],"b":{}}"#.to_vec()
+        );
     }
 
     #[test]
     fn lines_come_from_the_envelope_content() {
-        let body = br#"{"format":"json","content":{"report_id":"r1", "input":"https://x.org/","k":1.50}}"#;
+        let body =
+            br#"{"format":"json","content":{"report_id":"r1", "input":"https://x.org/","k":1.50}}"#;
         let (line, rid, input) = jsonl_line(body);
-        assert_eq!(line, br#"{"report_id":"r1","input":"https://x.org/","k":1.50}"#.to_vec());
+        assert_eq!(
+            line,
+            br#"{"report_id":"r1","input":"https://x.org/","k":1.50}"#.to_vec()
+        );
         assert_eq!((rid.as_str(), input.as_str()), ("r1", "https://x.org/"));
         let (line, rid, _) = jsonl_line(b"not json");
         assert_eq!((line.as_slice(), rid.as_str()), (&b"{}"[..], ""));
-        let (_, _, input) = jsonl_line(
-            br#"{"format":"json","content":{"input":["a","b"],"report_id":null}}"#,
-        );
+        let (_, _, input) =
+            jsonl_line(br#"{"format":"json","content":{"input":["a","b"],"report_id":null}}"#);
         assert_eq!(input, "{a,b}");
     }
 

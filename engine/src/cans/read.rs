@@ -94,10 +94,7 @@ impl CanLines {
     /// Line `n` (0-based) without its newline.
     pub fn line(&self, n: usize) -> Option<Bytes> {
         let start = *self.starts.get(n)?;
-        let end = self
-            .starts
-            .get(n + 1)
-            .map_or(self.data.len(), |&next| next);
+        let end = self.starts.get(n + 1).map_or(self.data.len(), |&next| next);
         let end = if end > start && self.data[end - 1] == b'\n' {
             end - 1
         } else {

@@ -78,7 +78,9 @@ fn put_blocking(root: &Path, key: &str, data: &[u8]) -> io::Result<()> {
     fs::create_dir_all(dir)?;
     let tmp = path.with_file_name(format!(
         "{}{TMP_SUFFIX}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("object")
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("object")
     ));
     let mut f = File::create(&tmp)?;
     f.write_all(data)?;

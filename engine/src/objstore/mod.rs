@@ -14,10 +14,7 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum ObjectStoreError {
     #[error("object store I/O on {key}: {source}")]
-    Io {
-        key: String,
-        source: std::io::Error,
-    },
+    Io { key: String, source: std::io::Error },
     #[error("S3 {op} {key}: {message}")]
     S3 {
         op: &'static str,
@@ -26,7 +23,9 @@ pub enum ObjectStoreError {
     },
     #[error("invalid object key {0:?}")]
     Key(String),
-    #[error("invalid object store URL {0:?}: use a directory path, file:///DIR or s3://BUCKET[/PREFIX]")]
+    #[error(
+        "invalid object store URL {0:?}: use a directory path, file:///DIR or s3://BUCKET[/PREFIX]"
+    )]
     Url(String),
 }
 
@@ -107,7 +106,15 @@ mod tests {
     #[test]
     fn keys_cannot_escape_the_root() {
         assert!(check_key("raw/20240101/00/IT/ndt/x.jsonl.gz").is_ok());
-        for bad in ["", "/etc/passwd", "raw/../x", "raw//x", "./x", "a\\b", "a\0b"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "raw/../x",
+            "raw//x",
+            "./x",
+            "a\\b",
+            "a\0b",
+        ] {
             assert!(check_key(bad).is_err(), "{bad:?}");
         }
     }
@@ -130,7 +137,11 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            store.get("raw/20240101/00/IT/ndt/a").await.unwrap().unwrap(),
+            store
+                .get("raw/20240101/00/IT/ndt/a")
+                .await
+                .unwrap()
+                .unwrap(),
             Bytes::from_static(b"one")
         );
         assert!(store.get("raw/nope").await.unwrap().is_none());
@@ -146,7 +157,11 @@ mod tests {
             .unwrap();
         assert_eq!(store.list("raw/").await.unwrap().len(), 3);
         assert_eq!(
-            &store.get("raw/20240101/00/IT/ndt/a").await.unwrap().unwrap()[..],
+            &store
+                .get("raw/20240101/00/IT/ndt/a")
+                .await
+                .unwrap()
+                .unwrap()[..],
             b"uno"
         );
     }

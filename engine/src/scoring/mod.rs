@@ -225,9 +225,8 @@ pub fn score_measurement(registry: &Registry, uid: &str, body: &[u8]) -> Scoring
     let plugins = registry.snapshot();
     let fingerprints = registry.fingerprints().current();
     let fingerprints_version = fingerprints.version.clone();
-    let outcome = crate::fingerprints::with_pinned(fingerprints, || {
-        derive_row(body, uid, plugins.as_ref())
-    });
+    let outcome =
+        crate::fingerprints::with_pinned(fingerprints, || derive_row(body, uid, plugins.as_ref()));
     match outcome {
         Outcome::Row(mut row) => {
             row.fingerprints_version = fingerprints_version.to_string();

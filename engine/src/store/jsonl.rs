@@ -89,7 +89,8 @@ impl Store {
     /// The number the next can of a spool hour directory gets.
     pub async fn next_can_number(&self, spool_dir: &str) -> Result<u32, StoreError> {
         let q = "SELECT MAX(can_number) FROM jsonl WHERE spool_dir = $1";
-        let max: Option<i32> = on_pool!(self, p => sqlx::query_scalar(q).bind(spool_dir).fetch_one(p).await?);
+        let max: Option<i32> =
+            on_pool!(self, p => sqlx::query_scalar(q).bind(spool_dir).fetch_one(p).await?);
         Ok(max.map_or(0, |m| m as u32 + 1))
     }
 
