@@ -23,6 +23,17 @@ pattern = "Blocked by Example ISP"
 expected_countries = ["IT", "DE"]
 "#;
 
+/// An operator's replacement ndt scorer.
+const NDT_V2: &str = r#"
+name = "ndt"
+version = "0.93.0"
+test_names = ["ndt"]
+start = "blocking"
+
+[[rule]]
+set = { blocking_general = 1.0 }
+"#;
+
 fn web(cc: &str, asn: &str, body: &str) -> Value {
     let now = Utc::now().format("%Y-%m-%d %H:%M:%S").to_string();
     json!({
@@ -64,11 +75,14 @@ async fn new_fingerprints_reach_the_past_through_rescore() {
     let data = tmp.path().join("data");
     let fp_dir = tmp.path().join("fingerprints");
     std::fs::create_dir_all(&fp_dir).unwrap();
+    let plugins_dir = tmp.path().join("plugins");
+    std::fs::create_dir_all(&plugins_dir).unwrap();
     let db = TestDb::new(Db::Sqlite, tmp.path()).await;
     let env = [
         ("OONI_UPLOAD_INTERVAL_SECS", "0"),
         ("OONI_ADMIN_TOKEN", TOKEN),
         ("OONI_FINGERPRINTS_DIR", fp_dir.to_str().unwrap()),
+        ("OONI_PLUGINS_DIR", plugins_dir.to_str().unwrap()),
     ];
     let mut e = Engine::start(&data, &db.url, &env);
     let c = client();
@@ -153,6 +167,9 @@ async fn new_fingerprints_reach_the_past_through_rescore() {
         assert_eq!(rows[u], before[u], "outside the filter");
     }
 
+    // A changed scorer as well: ndt now flags everything.
+    std::fs::write(plugins_dir.join("ndt.toml"), NDT_V2).unwrap();
+
     // Interrupted after its first can, then resumed: finished cans are skipped.
     let out = run_cli(
         &days,
@@ -174,7 +191,16 @@ async fn new_fingerprints_reach_the_past_through_rescore() {
         assert_eq!(a.report_id, b.report_id);
     }
     assert!(!after[&plain].confirmed);
-    assert_eq!(after[&ndt_uid].anomaly, before[&ndt_uid].anomaly);
+    let (b, a) = (&before[&ndt_uid], &after[&ndt_uid]);
+    assert_eq!(
+        (b.scorer_name.as_str(), b.scorer_version.as_str()),
+        ("ndt", "0.92.0")
+    );
+    assert_eq!(
+        (a.scorer_name.as_str(), a.scorer_version.as_str()),
+        ("ndt", "0.93.0")
+    );
+    assert!(a.anomaly && !b.anomaly, "{}", a.scores);
     // The job is finished: its progress file is gone.
     let left: Vec<_> = std::fs::read_dir(data.join("rescore")).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
