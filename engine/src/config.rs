@@ -1,7 +1,7 @@
 //! One TOML file, overridden by `OONI_*` environment variables, overridden by flags.
 //! Every key has a default so that `ooni-engine serve` runs with no setup.
 
-use crate::cans::CanLimits;
+use crate::cans::CanOptions;
 use crate::objstore::{LocalStore, ObjectStore, ObjectStoreError, S3Settings, S3Store};
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -90,6 +90,8 @@ pub struct Config {
     pub can_max_raw_bytes: usize,
     /// Memory for decompressed cans kept to serve measurement bodies, in MiB.
     pub can_cache_mb: usize,
+    /// gzip level of cans: 1 (fastest) to 9 (smallest).
+    pub can_gzip_level: u32,
 }
 
 impl Default for Config {
@@ -124,6 +126,7 @@ impl Default for Config {
             can_max_bytes: 20_000_000,
             can_max_raw_bytes: 64 * 1024 * 1024,
             can_cache_mb: 256,
+            can_gzip_level: 6,
         }
     }
 }
@@ -182,6 +185,7 @@ impl Config {
         env_parse("OONI_CAN_MAX_BYTES", &mut cfg.can_max_bytes)?;
         env_parse("OONI_CAN_MAX_RAW_BYTES", &mut cfg.can_max_raw_bytes)?;
         env_parse("OONI_CAN_CACHE_MB", &mut cfg.can_cache_mb)?;
+        env_parse("OONI_CAN_GZIP_LEVEL", &mut cfg.can_gzip_level)?;
         cfg.fingerprint_mode()?;
         if let Ok(v) = std::env::var("OONI_LOG_FORMAT") {
             cfg.log_format = match v.as_str() {
@@ -248,10 +252,11 @@ impl Config {
         Ok(ObjectStore::Local(LocalStore::new(dir)))
     }
 
-    pub fn can_limits(&self) -> CanLimits {
-        CanLimits {
+    pub fn can_options(&self) -> CanOptions {
+        CanOptions {
             max_compressed: self.can_max_bytes.max(1),
             max_raw: self.can_max_raw_bytes.max(1),
+            gzip_level: self.can_gzip_level.clamp(1, 9),
         }
     }
 

@@ -80,7 +80,7 @@ pub fn open_uploader(
         store,
         objects,
         cfg.collector_id.clone(),
-        cfg.can_limits(),
+        cfg.can_options(),
         RetryPolicy::default(),
         metrics,
     )))

@@ -11,7 +11,7 @@
 //! - an hour is canned only once every measurement in it has its row, so the
 //!   crash-recovery scan never needs a file the uploader removed.
 
-use crate::cans::{Can, CanBuilder, CanKey, CanKind, CanLimits};
+use crate::cans::{Can, CanBuilder, CanKey, CanKind, CanOptions};
 use crate::failpoint;
 use crate::metrics::Metrics;
 use crate::objstore::{ObjectStore, ObjectStoreError};
@@ -83,14 +83,17 @@ pub struct UploadReport {
     pub seconds: f64,
 }
 
+#[derive(Clone)]
 pub struct Uploader {
     incoming: PathBuf,
     db: Store,
     objects: ObjectStore,
     collector_id: String,
-    limits: CanLimits,
+    limits: CanOptions,
     retry: RetryPolicy,
     metrics: Arc<Metrics>,
+    /// Hour directories packed at once (packing is CPU-bound: one per core).
+    parallel: usize,
 }
 
 /// A closed hour is left alone this long after its end, so that an upload received
@@ -103,7 +106,7 @@ impl Uploader {
         db: Store,
         objects: ObjectStore,
         collector_id: String,
-        limits: CanLimits,
+        limits: CanOptions,
         retry: RetryPolicy,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -115,6 +118,7 @@ impl Uploader {
             limits,
             retry,
             metrics,
+            parallel: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
 
@@ -170,6 +174,8 @@ impl Uploader {
             .collect();
         dirs.sort();
         let now = Utc::now().naive_utc();
+        let mut running = tokio::task::JoinSet::new();
+        let mut first_error = None;
         for dir in dirs {
             let Some(key) = CanKey::for_spool_dir(&dir, &self.collector_id, 0, CanKind::Jsonl)
             else {
@@ -181,9 +187,29 @@ impl Uploader {
             if !closed && !include_open_hours {
                 break;
             }
-            self.upload_dir(&dir, key, closed, &mut report).await?;
+            while running.len() >= self.parallel.max(1) {
+                if let Some(done) = running.join_next().await {
+                    merge(&mut report, &mut first_error, done);
+                }
+            }
+            // After a failure (the store is down, say) start nothing new; what is
+            // left stays in the spool for the next pass.
+            if first_error.is_some() {
+                break;
+            }
+            let me = self.clone();
+            running.spawn(async move {
+                let mut r = UploadReport::default();
+                me.upload_dir(&dir, key, closed, &mut r).await.map(|()| r)
+            });
         }
-        Ok(report)
+        while let Some(done) = running.join_next().await {
+            merge(&mut report, &mut first_error, done);
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
     }
 
     async fn upload_dir(
@@ -324,6 +350,31 @@ impl Uploader {
                 tokio::time::sleep(interval).await;
             }
         })
+    }
+}
+
+/// Adds one directory's figures to the run's; keeps the first error.
+fn merge(
+    report: &mut UploadReport,
+    first_error: &mut Option<UploadError>,
+    done: Result<Result<UploadReport, UploadError>, tokio::task::JoinError>,
+) {
+    match done {
+        Ok(Ok(r)) => {
+            report.hours += r.hours;
+            report.cans += r.cans;
+            report.measurements += r.measurements;
+            report.bytes += r.bytes;
+            report.raw_bytes += r.raw_bytes;
+            report.finished_deletes += r.finished_deletes;
+            report.hours_waiting_for_scoring += r.hours_waiting_for_scoring;
+        }
+        Ok(Err(e)) => {
+            first_error.get_or_insert(e);
+        }
+        Err(e) => {
+            first_error.get_or_insert(UploadError::Internal(e.to_string()));
+        }
     }
 }
 

@@ -10,4 +10,4 @@ pub mod pack;
 pub mod read;
 
 pub use key::{CanKey, CanKind};
-pub use pack::{jsonl_line, Can, CanBuilder, CanLimits, IndexEntry};
+pub use pack::{jsonl_line, Can, CanBuilder, CanOptions, IndexEntry};

@@ -7,19 +7,23 @@ use ooni_core::measurement::parse_upload;
 use serde_json::Value;
 use std::io::{self, Write};
 
-/// When a can is full. OONI closes a postcan once its compressed size passes
-/// 20,000,000 bytes; the raw cap also bounds what reading one line back costs.
+/// When a can is full, and how hard it is compressed. OONI closes a postcan once its
+/// compressed size passes 20,000,000 bytes; the raw cap also bounds what reading one
+/// line back costs.
 #[derive(Debug, Clone, Copy)]
-pub struct CanLimits {
+pub struct CanOptions {
     pub max_compressed: usize,
     pub max_raw: usize,
+    /// gzip level, 1 (fastest) to 9 (smallest).
+    pub gzip_level: u32,
 }
 
-impl Default for CanLimits {
+impl Default for CanOptions {
     fn default() -> Self {
-        CanLimits {
+        CanOptions {
             max_compressed: 20_000_000,
             max_raw: 64 * 1024 * 1024,
+            gzip_level: 6,
         }
     }
 }
@@ -48,18 +52,19 @@ pub struct CanBuilder {
     jsonl: GzEncoder<Vec<u8>>,
     entries: Vec<IndexEntry>,
     raw_bytes: usize,
-    limits: CanLimits,
+    limits: CanOptions,
 }
 
 impl CanBuilder {
     /// A can for the spool directory `dir` (member names are `{dir}/{uid}.post`).
-    pub fn new(dir: &str, limits: CanLimits) -> Self {
-        let mut tar = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::default()));
+    pub fn new(dir: &str, limits: CanOptions) -> Self {
+        let level = Compression::new(limits.gzip_level.clamp(1, 9));
+        let mut tar = tar::Builder::new(GzEncoder::new(Vec::new(), level));
         tar.mode(tar::HeaderMode::Deterministic);
         CanBuilder {
             dir: dir.to_owned(),
             tar,
-            jsonl: GzEncoder::new(Vec::new(), Compression::default()),
+            jsonl: GzEncoder::new(Vec::new(), level),
             entries: Vec::new(),
             raw_bytes: 0,
             limits,
@@ -198,9 +203,10 @@ mod tests {
     fn cans_close_at_their_limits() {
         let mut b = CanBuilder::new(
             "2024010100_IT_ndt",
-            CanLimits {
+            CanOptions {
                 max_compressed: usize::MAX,
                 max_raw: 100,
+                gzip_level: 1,
             },
         );
         b.add("u1", &[b' '; 60], 0).unwrap();

@@ -107,11 +107,11 @@ impl CanLines {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cans::{CanBuilder, CanLimits};
+    use crate::cans::{CanBuilder, CanOptions};
 
     #[test]
     fn a_packed_can_reads_back_in_order() {
-        let mut b = CanBuilder::new("2024010100_IT_ndt", CanLimits::default());
+        let mut b = CanBuilder::new("2024010100_IT_ndt", CanOptions::default());
         let bodies = [
             br#"{"format":"json","content":{"report_id":"a","n":1}}"#.to_vec(),
             b"garbage".to_vec(),

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use chrono::{Duration as CDuration, NaiveDate, TimeZone, Utc};
 use ooni_core::ids::format_measurement_uid;
 use ooni_engine::cans::read::read_postcan;
-use ooni_engine::cans::{CanBuilder, CanKey, CanKind, CanLimits};
+use ooni_engine::cans::{CanBuilder, CanKey, CanKind, CanOptions};
 use ooni_engine::config::Config;
 use ooni_engine::metrics::Metrics;
 use ooni_engine::objstore::{LocalStore, ObjectStore, S3Settings, S3Store};
@@ -238,7 +238,7 @@ async fn uploader_bench(samples: &[Sample], work: &Path, n: usize) -> anyhow::Re
             db,
             objects,
             "1".into(),
-            CanLimits::default(),
+            CanOptions::default(),
             RetryPolicy::default(),
             Arc::new(Metrics::default()),
         );
@@ -382,7 +382,14 @@ async fn synthesise_day(
             let dir = items[i].0.clone();
             let mut k = 0;
             while i < items.len() && items[i].0 == dir {
-                let mut b = CanBuilder::new(&dir, CanLimits::default());
+                // Synthesis is not what is measured: pack it fast.
+                let mut b = CanBuilder::new(
+                    &dir,
+                    CanOptions {
+                        gzip_level: 1,
+                        ..CanOptions::default()
+                    },
+                );
                 while i < items.len() && items[i].0 == dir && !b.is_full() {
                     b.add(&items[i].1, &items[i].2.body, 0)?;
                     raw += items[i].2.body.len();
