@@ -272,13 +272,19 @@ async fn assert_cans(setup: &Setup, expected: &BTreeMap<String, Vec<u8>>) -> usi
         let (dir, _) = check_key_shape(key);
         let postcan_key = key.replace(".jsonl.gz", ".tar.gz");
         assert!(keys.contains(&postcan_key), "{key} has no postcan");
-        let lines_raw = gunzip(&objects.get(key).await.unwrap().unwrap());
+        let lines_raw = gunzip(&objects.get(key, usize::MAX).await.unwrap().unwrap());
         let lines: Vec<&[u8]> = lines_raw
             .strip_suffix(b"\n")
             .unwrap()
             .split(|&b| b == b'\n')
             .collect();
-        let members = untar(&objects.get(&postcan_key).await.unwrap().unwrap());
+        let members = untar(
+            &objects
+                .get(&postcan_key, usize::MAX)
+                .await
+                .unwrap()
+                .unwrap(),
+        );
         assert_eq!(lines.len(), members.len(), "{key}");
         for (i, ((name, body), line)) in members.iter().zip(&lines).enumerate() {
             let uid = name

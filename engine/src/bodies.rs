@@ -33,9 +33,15 @@ pub struct Bodies {
     db: Store,
     objects: ObjectStore,
     cache: CanCache,
-    max_raw: usize,
+    /// Most bytes one can may decompress to.
+    read_limit: usize,
+    /// Cans fetched and decompressed at once: bounds the memory requests can pin.
+    loading: tokio::sync::Semaphore,
     metrics: Arc<Metrics>,
 }
+
+/// Room for tar and gzip framing on top of the measurements in a can.
+const FRAMING_SLACK: usize = 1 << 20;
 
 impl Bodies {
     pub fn new(
@@ -43,7 +49,7 @@ impl Bodies {
         db: Store,
         objects: ObjectStore,
         cache_bytes: usize,
-        max_raw: usize,
+        read_limit: usize,
         metrics: Arc<Metrics>,
     ) -> Self {
         Bodies {
@@ -51,7 +57,8 @@ impl Bodies {
             db,
             objects,
             cache: CanCache::new(cache_bytes),
-            max_raw,
+            read_limit,
+            loading: tokio::sync::Semaphore::new(2),
             metrics,
         }
     }
@@ -77,30 +84,7 @@ impl Bodies {
     async fn line(&self, key: &str, linenum: i32) -> Result<Bytes, BodyError> {
         let lines = match self.cache.get(key) {
             Some(l) => l,
-            None => {
-                self.metrics.can_cache_misses.fetch_add(1, Relaxed);
-                let gz = self
-                    .objects
-                    .get(key)
-                    .await?
-                    .ok_or_else(|| BodyError::MissingCan {
-                        key: key.to_owned(),
-                    })?;
-                let max_raw = self.max_raw;
-                let lines = tokio::task::spawn_blocking(move || CanLines::decode(&gz, max_raw))
-                    .await
-                    .map_err(|e| BodyError::BadCan {
-                        key: key.to_owned(),
-                        message: e.to_string(),
-                    })?
-                    .map_err(|e| BodyError::BadCan {
-                        key: key.to_owned(),
-                        message: e.to_string(),
-                    })?;
-                let lines = Arc::new(lines);
-                self.cache.insert(key, lines.clone());
-                lines
-            }
+            None => self.load(key).await?,
         };
         usize::try_from(linenum)
             .ok()
@@ -109,6 +93,42 @@ impl Bodies {
                 key: key.to_owned(),
                 line: linenum,
             })
+    }
+
+    /// Fetches and decompresses a can, at most two at a time; a request that waited
+    /// for a load of the same can finds it in the cache.
+    async fn load(&self, key: &str) -> Result<Arc<CanLines>, BodyError> {
+        let _permit = self
+            .loading
+            .acquire()
+            .await
+            .map_err(|e| BodyError::BadCan {
+                key: key.to_owned(),
+                message: e.to_string(),
+            })?;
+        if let Some(l) = self.cache.get(key) {
+            return Ok(l);
+        }
+        self.metrics.can_cache_misses.fetch_add(1, Relaxed);
+        let gz = self
+            .objects
+            .get(key, self.read_limit.saturating_add(FRAMING_SLACK))
+            .await?
+            .ok_or_else(|| BodyError::MissingCan {
+                key: key.to_owned(),
+            })?;
+        let limit = self.read_limit;
+        let bad = |message: String| BodyError::BadCan {
+            key: key.to_owned(),
+            message,
+        };
+        let lines = tokio::task::spawn_blocking(move || CanLines::decode(&gz, limit))
+            .await
+            .map_err(|e| bad(e.to_string()))?
+            .map_err(|e| bad(e.to_string()))?;
+        let lines = Arc::new(lines);
+        self.cache.insert(key, lines.clone());
+        Ok(lines)
     }
 
     pub fn store(&self) -> &Store {

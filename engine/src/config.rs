@@ -260,6 +260,11 @@ impl Config {
         }
     }
 
+    /// Most bytes read back from one can (see `CanOptions::read_limit`).
+    pub fn can_read_limit(&self) -> usize {
+        self.can_options().read_limit(self.max_decompressed_bytes)
+    }
+
     pub fn plugin_limits(&self) -> crate::scoring::wasm::Limits {
         crate::scoring::wasm::Limits {
             timeout: std::time::Duration::from_millis(self.plugin_timeout_ms.max(1)),

@@ -267,7 +267,7 @@ fn main() -> anyhow::Result<()> {
                     &objects,
                     registry,
                     cfg.data_dir.join("rescore"),
-                    cfg.can_max_raw_bytes,
+                    cfg.can_read_limit(),
                     &mut stdout,
                 )
                 .await?;

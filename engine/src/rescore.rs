@@ -75,13 +75,15 @@ pub async fn select_cans(objects: &ObjectStore, args: &RescoreArgs) -> anyhow::R
     Ok(keys)
 }
 
-fn job_file(state_dir: &std::path::Path, args: &RescoreArgs) -> PathBuf {
+/// A job is its arguments and the scorers and fingerprints it scores with: resuming
+/// after either changed starts over rather than mixing generations.
+fn job_file(state_dir: &std::path::Path, args: &RescoreArgs, scoring: &str) -> PathBuf {
     let mut tests = args.test_names.clone();
     tests.sort();
     let mut ccs = args.ccs.clone();
     ccs.sort();
     let id = format!(
-        "{}|{}|{}|{}",
+        "{}|{}|{}|{}|{scoring}",
         args.start_day,
         args.end_day,
         tests.join(","),
@@ -99,12 +101,22 @@ pub async fn rescore(
     objects: &ObjectStore,
     registry: Arc<Registry>,
     state_dir: PathBuf,
-    max_raw: usize,
+    read_limit: usize,
     changes: &mut (dyn Write + Send),
 ) -> anyhow::Result<RescoreReport> {
     let started = Instant::now();
     let keys = select_cans(objects, args).await?;
-    let job = job_file(&state_dir, args);
+    let scoring = {
+        let set = registry.snapshot();
+        let mut digests: Vec<String> = set.plugins.iter().map(|p| p.digest.to_string()).collect();
+        digests.sort();
+        format!(
+            "{}|{}",
+            registry.fingerprints().current().version,
+            digests.join(",")
+        )
+    };
+    let job = job_file(&state_dir, args, &scoring);
     let mut done: HashSet<String> = HashSet::new();
     if !args.dry_run {
         fs::create_dir_all(&state_dir)
@@ -123,15 +135,15 @@ pub async fn rescore(
             continue;
         }
         let data = objects
-            .get(key)
+            .get(key, read_limit.saturating_add(1 << 20))
             .await?
             .with_context(|| format!("can {key} was listed but cannot be read"))?;
         let reg = registry.clone();
         let threads = args.threads.max(1);
         let k = key.clone();
         let scored = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Scoring>> {
-            let posted = read_postcan(&data, max_raw).with_context(|| format!("reading {k}"))?;
-            Ok(score_parallel(&reg, &posted, threads))
+            let posted = read_postcan(&data, read_limit).with_context(|| format!("reading {k}"))?;
+            score_parallel(&reg, &posted, threads).with_context(|| format!("scoring {k}"))
         })
         .await??;
         let mut rows: Vec<FastpathRow> = Vec::new();
@@ -173,7 +185,7 @@ fn score_parallel(
     registry: &Registry,
     posted: &[crate::cans::read::Posted],
     threads: usize,
-) -> Vec<Scoring> {
+) -> anyhow::Result<Vec<Scoring>> {
     let chunk = posted.len().div_ceil(threads).max(1);
     std::thread::scope(|s| {
         let handles: Vec<_> = posted
@@ -186,10 +198,15 @@ fn score_parallel(
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
+        // A scoring thread that died must fail the can, never drop its part of it.
+        let mut out = Vec::with_capacity(posted.len());
+        for h in handles {
+            out.extend(
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a scoring thread panicked"))?,
+            );
+        }
+        Ok(out)
     })
 }
 

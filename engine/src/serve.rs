@@ -97,7 +97,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         store.clone(),
         uploader.objects().clone(),
         cfg.can_cache_mb * 1024 * 1024,
-        cfg.can_max_raw_bytes,
+        cfg.can_read_limit(),
         metrics.clone(),
     ));
     let schedule = (cfg.upload_interval_secs > 0).then(|| {

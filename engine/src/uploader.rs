@@ -302,10 +302,10 @@ impl Uploader {
         tokio::task::spawn_blocking(move || {
             let mut b = CanBuilder::new(&dir, limits);
             for (uid, path) in &files {
-                if b.is_full() {
+                let body = fs::read(path).map_err(io_at(path))?;
+                if !b.fits(body.len()) {
                     break;
                 }
-                let body = fs::read(path).map_err(io_at(path))?;
                 let mtime = fs::metadata(path)
                     .ok()
                     .and_then(|m| m.modified().ok())

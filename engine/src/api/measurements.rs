@@ -11,6 +11,10 @@ use serde::Deserialize;
 
 fn body_error(e: BodyError) -> ApiError {
     tracing::error!(error = %e, "cannot fetch a measurement body");
+    if matches!(e, BodyError::Objects(_) | BodyError::Db(_)) {
+        // The store is down, not the measurement missing: worth a retry.
+        return ApiError::unavailable(e.to_string());
+    }
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         "Measurement not found",

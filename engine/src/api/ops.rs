@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 /// 200 when the database and the object store answer and the spool is writable,
 /// 503 otherwise.
@@ -19,8 +20,10 @@ pub async fn health(State(st): State<AppState>) -> Response {
     if let Err(e) = tokio::fs::write(&probe, b"ok").await {
         errors.push(format!("spool: {e}"));
     }
-    if let Err(e) = st.uploader.objects().ping().await {
-        errors.push(format!("object store: {e}"));
+    match tokio::time::timeout(Duration::from_secs(3), st.uploader.objects().ping()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => errors.push(format!("object store: {e}")),
+        Err(_) => errors.push("object store: no answer within 3 s".to_owned()),
     }
     let status = if errors.is_empty() {
         StatusCode::OK

@@ -18,6 +18,14 @@ pub struct CanOptions {
     pub gzip_level: u32,
 }
 
+impl CanOptions {
+    /// Most bytes a reader accepts from one can: the raw cap, plus one body that an
+    /// empty can took whatever its size.
+    pub fn read_limit(&self, max_body: usize) -> usize {
+        self.max_raw.saturating_add(max_body)
+    }
+}
+
 impl Default for CanOptions {
     fn default() -> Self {
         CanOptions {
@@ -79,10 +87,13 @@ impl CanBuilder {
         self.entries.is_empty()
     }
 
-    /// True once another measurement would make the can larger than its limits.
-    pub fn is_full(&self) -> bool {
-        self.tar.get_ref().get_ref().len() > self.limits.max_compressed
-            || self.raw_bytes > self.limits.max_raw
+    /// True when a body of `len` bytes may still go in: the compressed postcan is
+    /// under its cap (OONI checks after adding, so a can passes it by one body at
+    /// most) and the raw bytes stay under theirs. An empty can takes any body.
+    pub fn fits(&self, len: usize) -> bool {
+        self.entries.is_empty()
+            || (self.tar.get_ref().get_ref().len() <= self.limits.max_compressed
+                && self.raw_bytes + len <= self.limits.max_raw)
     }
 
     /// Adds one POST body; `mtime` is when the spool file was written.
@@ -209,13 +220,14 @@ mod tests {
                 gzip_level: 1,
             },
         );
+        assert!(b.fits(500), "an empty can takes any body");
         b.add("u1", &[b' '; 60], 0).unwrap();
-        assert!(!b.is_full());
-        b.add("u2", &[b' '; 60], 0).unwrap();
-        assert!(b.is_full());
+        assert!(b.fits(40));
+        assert!(!b.fits(41), "the raw cap is never passed");
+        b.add("u2", &[b' '; 40], 0).unwrap();
         let can = b.finish().unwrap();
         assert_eq!(can.entries.len(), 2);
         assert_eq!(can.entries[1].linenum, 1);
-        assert_eq!(can.raw_bytes, 120);
+        assert_eq!(can.raw_bytes, 100);
     }
 }

@@ -13,7 +13,11 @@ pub struct Posted {
 /// Every `{uid}.post` member of a `.tar.gz` postcan, in can order. Members are named
 /// by path; only the base name counts, as OONI's readers do.
 pub fn read_postcan(data: &[u8], max_raw: usize) -> io::Result<Vec<Posted>> {
-    let mut archive = tar::Archive::new(GzDecoder::new(data));
+    // Tar headers and long-name entries are read whole by the tar crate: the cap on
+    // the decompressed stream bounds them too.
+    let slack = 1 << 20;
+    let mut archive =
+        tar::Archive::new(GzDecoder::new(data).take(max_raw.saturating_add(slack) as u64));
     let mut out = Vec::new();
     let mut total = 0usize;
     for entry in archive.entries()? {

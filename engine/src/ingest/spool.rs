@@ -64,7 +64,13 @@ impl Spool {
             if !dir.is_dir() {
                 continue;
             }
-            for f in fs::read_dir(&dir)? {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                // An uploader removed the (empty) hour directory meanwhile.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for f in entries {
                 let p = f?.path();
                 if p.extension().is_some_and(|e| e == "tmp") {
                     tracing::info!(path = %p.display(), "removing unacknowledged temporary spool file");

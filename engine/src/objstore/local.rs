@@ -45,8 +45,24 @@ impl LocalStore {
             .map_err(Self::io_err(key))
     }
 
-    pub async fn get(&self, key: &str) -> Result<Option<Bytes>, ObjectStoreError> {
-        match tokio::fs::read(self.root.join(key)).await {
+    pub async fn get(
+        &self,
+        key: &str,
+        max_bytes: usize,
+    ) -> Result<Option<Bytes>, ObjectStoreError> {
+        let path = self.root.join(key);
+        match tokio::fs::metadata(&path).await {
+            Ok(m) if m.len() > max_bytes as u64 => {
+                return Err(ObjectStoreError::TooLarge {
+                    key: key.to_owned(),
+                    size: m.len(),
+                    max: max_bytes,
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            _ => {}
+        }
+        match tokio::fs::read(&path).await {
             Ok(b) => Ok(Some(b.into())),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Self::io_err(key)(e)),

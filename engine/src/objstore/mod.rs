@@ -21,6 +21,8 @@ pub enum ObjectStoreError {
         key: String,
         message: String,
     },
+    #[error("object {key} holds {size} bytes, more than the {max} accepted")]
+    TooLarge { key: String, size: u64, max: usize },
     #[error("invalid object key {0:?}")]
     Key(String),
     #[error(
@@ -46,12 +48,17 @@ impl ObjectStore {
         }
     }
 
-    /// The object's bytes, or `None` when there is no such object.
-    pub async fn get(&self, key: &str) -> Result<Option<Bytes>, ObjectStoreError> {
+    /// The object's bytes, or `None` when there is no such object. An object larger
+    /// than `max_bytes` is refused before it is read.
+    pub async fn get(
+        &self,
+        key: &str,
+        max_bytes: usize,
+    ) -> Result<Option<Bytes>, ObjectStoreError> {
         check_key(key)?;
         match self {
-            ObjectStore::Local(s) => s.get(key).await,
-            ObjectStore::S3(s) => s.get(key).await,
+            ObjectStore::Local(s) => s.get(key, max_bytes).await,
+            ObjectStore::S3(s) => s.get(key, max_bytes).await,
         }
     }
 
@@ -138,13 +145,17 @@ mod tests {
             .unwrap();
         assert_eq!(
             store
-                .get("raw/20240101/00/IT/ndt/a")
+                .get("raw/20240101/00/IT/ndt/a", 100)
                 .await
                 .unwrap()
                 .unwrap(),
             Bytes::from_static(b"one")
         );
-        assert!(store.get("raw/nope").await.unwrap().is_none());
+        assert!(store.get("raw/nope", 100).await.unwrap().is_none());
+        assert!(matches!(
+            store.get("raw/20240101/00/IT/ndt/a", 2).await,
+            Err(ObjectStoreError::TooLarge { .. })
+        ));
         assert_eq!(
             store.list("raw/20240101/").await.unwrap(),
             vec!["raw/20240101/00/IT/ndt/a", "raw/20240101/00/IT/ndt/b"]
@@ -158,7 +169,7 @@ mod tests {
         assert_eq!(store.list("raw/").await.unwrap().len(), 3);
         assert_eq!(
             &store
-                .get("raw/20240101/00/IT/ndt/a")
+                .get("raw/20240101/00/IT/ndt/a", 100)
                 .await
                 .unwrap()
                 .unwrap()[..],

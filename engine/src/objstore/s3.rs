@@ -112,7 +112,11 @@ impl S3Store {
         Ok(())
     }
 
-    pub async fn get(&self, key: &str) -> Result<Option<Bytes>, ObjectStoreError> {
+    pub async fn get(
+        &self,
+        key: &str,
+        max_bytes: usize,
+    ) -> Result<Option<Bytes>, ObjectStoreError> {
         let out = match self
             .client
             .get_object()
@@ -132,6 +136,14 @@ impl S3Store {
                 };
             }
         };
+        let size = out.content_length().unwrap_or(0).max(0) as u64;
+        if size > max_bytes as u64 {
+            return Err(ObjectStoreError::TooLarge {
+                key: key.to_owned(),
+                size,
+                max: max_bytes,
+            });
+        }
         let body = out
             .body
             .collect()

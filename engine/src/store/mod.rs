@@ -159,9 +159,10 @@ impl Store {
         if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
-                // The spool is the durability point; rows can always be re-derived.
+                // FULL: a committed `jsonl` index row must survive a power cut, because
+                // the uploader deletes the spool files it indexes right after.
                 .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
+                .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(10));
             let pool = SqlitePoolOptions::new()
                 .max_connections(4)

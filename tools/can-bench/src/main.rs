@@ -280,7 +280,7 @@ async fn rescore_bench(samples: &[Sample], work: &Path, n: usize) -> anyhow::Res
     let t = Instant::now();
     let mut parsed = 0usize;
     for k in keys.iter().filter(|k| k.ends_with(".tar.gz")) {
-        let data = objects.get(k).await?.context("can")?;
+        let data = objects.get(k, usize::MAX).await?.context("can")?;
         for p in read_postcan(&data, usize::MAX)? {
             let _: serde_json::Value = serde_json::from_slice(&p.body)?;
             parsed += 1;
@@ -390,7 +390,7 @@ async fn synthesise_day(
                         ..CanOptions::default()
                     },
                 );
-                while i < items.len() && items[i].0 == dir && !b.is_full() {
+                while i < items.len() && items[i].0 == dir && b.fits(items[i].2.body.len()) {
                     b.add(&items[i].1, &items[i].2.body, 0)?;
                     raw += items[i].2.body.len();
                     i += 1;
