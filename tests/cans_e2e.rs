@@ -588,3 +588,63 @@ async fn a_torn_can_is_replaced_local() {
 async fn a_torn_can_is_replaced_s3() {
     half_written_can(Objects::S3).await;
 }
+
+/// `serve` runs the uploader on its schedule: a measurement spooled in an hour that
+/// has ended (left by an earlier run) is scored at start, then canned, indexed and
+/// removed from the spool without anyone asking, and still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_cans_closed_hours_on_its_schedule() {
+    let setup = Setup::new(Objects::Local, Db::Sqlite).await;
+    let received = chrono::Utc::now() - chrono::Duration::hours(3);
+    let stamp = received.format("%Y-%m-%d %H:%M:%S").to_string();
+    let content = json!({
+        "report_id": "20260101T000000Z_ndt_IT_30722_n1_abcdefghijklmnop",
+        "test_name": "ndt", "probe_cc": "IT", "probe_asn": "AS30722",
+        "software_name": "schedule-e2e", "software_version": "1", "test_version": "0.1.0",
+        "test_start_time": stamp, "measurement_start_time": stamp, "test_keys": {}
+    });
+    let body = serde_json::to_vec(&json!({"format": "json", "content": content})).unwrap();
+    let uid = ooni_core::ids::format_measurement_uid(received, "IT", "ndt", &body);
+    let dir = setup.data.join(format!(
+        "spool/incoming/{}",
+        ooni_core::ids::parse_measurement_uid(&uid)
+            .unwrap()
+            .spool_dir()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{uid}.post")), &body).unwrap();
+
+    let env: Vec<(&str, &str)> = setup
+        .env()
+        .into_iter()
+        .map(|(k, v)| {
+            if k == "OONI_UPLOAD_INTERVAL_SECS" {
+                (k, "1")
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
+    let e = Engine::start(&setup.data, &setup.db.url, &env);
+    let t = std::time::Instant::now();
+    while index_rows(&setup.db).await.is_empty() || dir.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "not canned on schedule"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let expected = BTreeMap::from([(uid.clone(), serde_json::to_vec(&content).unwrap())]);
+    assert_cans(&setup, &expected).await;
+    assert_bodies(&client(), &e, &expected).await;
+    let rows = rows_by_uid(
+        &setup.db.store().await,
+        &[uid.clone()],
+        Duration::from_secs(1),
+    )
+    .await;
+    assert_eq!(
+        rows[&uid].test_name, "ndt",
+        "scored at start, before canning"
+    );
+}
