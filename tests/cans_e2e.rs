@@ -639,7 +639,7 @@ async fn serve_cans_closed_hours_on_its_schedule() {
     assert_bodies(&client(), &e, &expected).await;
     let rows = rows_by_uid(
         &setup.db.store().await,
-        &[uid.clone()],
+        std::slice::from_ref(&uid),
         Duration::from_secs(1),
     )
     .await;
