@@ -457,3 +457,48 @@ impl Drop for S3Server {
         self.stop();
     }
 }
+
+/// Uploads every corpus measurement the collector accepts; returns uid → the exact
+/// jsonl line expected for it (the content as sent, compact).
+pub async fn upload_corpus(
+    c: &reqwest::Client,
+    e: &Engine,
+) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let (mut discarded, mut refused) = (0, 0);
+    let all = corpus_measurements();
+    for (_, msm) in &all {
+        let rid = open_report(c, e, msm).await;
+        let mut content = msm.clone();
+        content["report_id"] = json!(rid);
+        let r = c
+            .post(e.url(&format!("/report/{rid}")))
+            .json(&json!({"format": "json", "content": content}))
+            .send()
+            .await
+            .unwrap();
+        if r.status() != 200 {
+            // The one corpus measurement OONI's probe service refuses (ingest_e2e).
+            assert_eq!(r.status(), 400, "{rid}");
+            refused += 1;
+            continue;
+        }
+        let v: Value = r.json().await.unwrap();
+        match v["measurement_uid"].as_str() {
+            Some(uid) => {
+                out.insert(uid.to_owned(), serde_json::to_vec(&content).unwrap());
+            }
+            // ZZ / AS0 report ids: answered `{}` and not stored, as OONI does.
+            None => {
+                assert!(
+                    rid.contains("_ZZ_") || rid.split('_').nth(3) == Some("0"),
+                    "{rid}"
+                );
+                discarded += 1;
+            }
+        }
+    }
+    assert_eq!(out.len() + discarded + refused, all.len());
+    assert_eq!(refused, 1);
+    out
+}

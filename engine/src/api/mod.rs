@@ -4,7 +4,9 @@ pub mod admin;
 pub mod error;
 pub mod measurements;
 pub mod ops;
+pub mod params;
 pub mod probe;
+pub mod search;
 
 use crate::bodies::Bodies;
 use crate::config::Config;
@@ -46,6 +48,8 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/raw_measurement",
             get(measurements::raw_measurement),
         )
+        .route("/api/v1/measurements", get(search::list))
+        .route("/api/v1/measurement_meta", get(search::meta))
         .route("/health", get(ops::health))
         .route("/metrics", get(ops::metrics))
         .route("/admin/plugins", get(admin::plugins))

@@ -13,7 +13,9 @@ use std::time::Duration;
 use thiserror::Error;
 
 mod jsonl;
+mod query;
 pub use jsonl::BodyLocation;
+pub use query::{ListQuery, ListRow, MetaKey, MetaRow, OrderBy};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");

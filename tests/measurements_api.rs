@@ -1,0 +1,487 @@
+//! The measurements API Explorer's search and measurement pages use, against the
+//! corpus loaded through the real ingest path, on SQLite and PostgreSQL:
+//! `/api/v1/measurements` (filters, ordering, defaults, limits, errors, a pagination
+//! walk that follows `next_url`) and `/api/v1/measurement_meta` (by uid and by report
+//! id, `full=true`, the test-list category join, not-found answers).
+
+mod common;
+
+use common::*;
+use ooni_core::FastpathRow;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+const WIDE: &str = "since=2000-01-01&until=2100-01-01";
+
+struct Api {
+    e: Engine,
+    c: reqwest::Client,
+    db: TestDb,
+    expected: BTreeMap<String, Vec<u8>>,
+    /// Rows OONI's list can show (not ZZ, not AS0).
+    rows: HashMap<String, FastpathRow>,
+    _tmp: tempfile::TempDir,
+}
+
+impl Api {
+    async fn start(db: Db) -> Api {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = TestDb::new(db, tmp.path()).await;
+        let e = Engine::start(
+            &tmp.path().join("data"),
+            &db.url,
+            &[("OONI_UPLOAD_INTERVAL_SECS", "0")],
+        );
+        let c = client();
+        let expected = upload_corpus(&c, &e).await;
+        let uids: Vec<String> = expected.keys().cloned().collect();
+        let rows = rows_by_uid(&db.store().await, &uids, Duration::from_secs(60))
+            .await
+            .into_iter()
+            .filter(|(_, r)| r.probe_cc != "ZZ" && r.probe_asn != 0)
+            .collect();
+        Api {
+            e,
+            c,
+            db,
+            expected,
+            rows,
+            _tmp: tmp,
+        }
+    }
+
+    async fn get(&self, path_and_query: &str) -> (u16, Value) {
+        self.get_url(&self.e.url(path_and_query)).await
+    }
+
+    async fn get_url(&self, url: &str) -> (u16, Value) {
+        let r = self.c.get(url).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap())
+    }
+
+    /// Every result of a search, following `next_url`; checks each page's metadata.
+    async fn walk(&self, query: &str, limit: i64) -> Vec<Value> {
+        let mut url = self
+            .e
+            .url(&format!("/api/v1/measurements?{query}&limit={limit}"));
+        let mut out = Vec::new();
+        let mut page = 1;
+        loop {
+            let (status, v) = self.get_url(&url).await;
+            assert_eq!(status, 200, "{url}: {v}");
+            let m = &v["metadata"];
+            let results = v["results"].as_array().unwrap();
+            assert_eq!(m["limit"], json!(limit));
+            assert_eq!(m["offset"], json!((page - 1) * limit), "{m}");
+            assert_eq!(m["current_page"], json!(page), "{m}");
+            out.extend(results.iter().cloned());
+            match m["next_url"].as_str() {
+                Some(next) => {
+                    assert_eq!(results.len() as i64, limit);
+                    assert_eq!(
+                        (m["count"].clone(), m["pages"].clone()),
+                        (json!(-1), json!(-1))
+                    );
+                    url = next.to_owned();
+                    page += 1;
+                }
+                None => {
+                    let count = out.len() as i64;
+                    assert_eq!(m["count"], json!(count), "{m}");
+                    assert_eq!(m["pages"], json!((count + limit - 1) / limit), "{m}");
+                    return out;
+                }
+            }
+        }
+    }
+
+    /// uids of rows matching `keep`, in the list's default order (newest first, then uid).
+    fn ordered(&self, keep: impl Fn(&FastpathRow) -> bool) -> Vec<String> {
+        let mut v: Vec<&FastpathRow> = self.rows.values().filter(|r| keep(r)).collect();
+        v.sort_by(|a, b| {
+            (b.measurement_start_time, &b.measurement_uid)
+                .cmp(&(a.measurement_start_time, &a.measurement_uid))
+        });
+        v.into_iter().map(|r| r.measurement_uid.clone()).collect()
+    }
+}
+
+fn uids(results: &[Value]) -> Vec<String> {
+    results
+        .iter()
+        .map(|r| r["measurement_uid"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn suite(kind: Db) {
+    let api = Api::start(kind).await;
+    assert!(api.rows.len() > 100, "{} rows", api.rows.len());
+
+    // A pagination walk over everything, in order, nothing twice.
+    let all = api.walk(WIDE, 7).await;
+    assert_eq!(uids(&all), api.ordered(|_| true), "{kind:?}");
+
+    // Item shape (spec/api.md B.3).
+    for item in &all {
+        let uid = item["measurement_uid"].as_str().unwrap();
+        let row = &api.rows[uid];
+        let keys: Vec<&str> = item
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "anomaly",
+                "confirmed",
+                "failure",
+                "input",
+                "measurement_start_time",
+                "measurement_uid",
+                "measurement_url",
+                "probe_asn",
+                "probe_cc",
+                "report_id",
+                "scores",
+                "test_name"
+            ]
+        );
+        assert_eq!(item["probe_asn"], json!(format!("AS{}", row.probe_asn)));
+        assert_eq!(
+            item["measurement_start_time"],
+            json!(row
+                .measurement_start_time
+                .format("%Y-%m-%dT%H:%M:%SZ")
+                .to_string())
+        );
+        assert_eq!(
+            item["input"],
+            if row.input.is_empty() {
+                Value::Null
+            } else {
+                json!(row.input)
+            }
+        );
+        assert_eq!(
+            (
+                item["anomaly"].clone(),
+                item["confirmed"].clone(),
+                item["failure"].clone()
+            ),
+            (
+                json!(row.anomaly),
+                json!(row.confirmed),
+                json!(row.msm_failure)
+            )
+        );
+        assert_eq!(
+            item["scores"],
+            serde_json::from_str::<Value>(&row.scores).unwrap()
+        );
+        assert_eq!(
+            item["measurement_url"],
+            json!(api
+                .e
+                .url(&format!("/api/v1/raw_measurement?measurement_uid={uid}")))
+        );
+    }
+
+    // Filters, each against the rows read back independently.
+    let it = api.walk(&format!("{WIDE}&probe_cc=IT"), 100).await;
+    assert_eq!(uids(&it), api.ordered(|r| r.probe_cc == "IT"));
+    let wc = api
+        .walk(
+            &format!("{WIDE}&test_name=web_connectivity&anomaly=true"),
+            100,
+        )
+        .await;
+    assert_eq!(
+        uids(&wc),
+        api.ordered(|r| r.test_name == "web_connectivity" && r.anomaly)
+    );
+    assert!(!wc.is_empty());
+    let ok = api
+        .walk(&format!("{WIDE}&anomaly=false&failure=false"), 100)
+        .await;
+    assert_eq!(uids(&ok), api.ordered(|r| !r.anomaly && !r.msm_failure));
+    let some = api.rows.values().find(|r| r.probe_asn != 0).unwrap();
+    let by_asn = api
+        .walk(&format!("{WIDE}&probe_asn=AS{}", some.probe_asn), 100)
+        .await;
+    assert_eq!(
+        uids(&by_asn),
+        api.ordered(|r| r.probe_asn == some.probe_asn)
+    );
+    let since = "2024-01-01T00:00:00";
+    let recent = api
+        .walk(&format!("since={since}&until=2100-01-01"), 100)
+        .await;
+    let cut = chrono::NaiveDateTime::parse_from_str(since, "%Y-%m-%dT%H:%M:%S").unwrap();
+    assert_eq!(
+        uids(&recent),
+        api.ordered(|r| r.measurement_start_time > cut)
+    );
+    let with_input = api.rows.values().find(|r| !r.input.is_empty()).unwrap();
+    let by_domain = api
+        .walk(&format!("{WIDE}&domain={}", with_input.domain), 100)
+        .await;
+    assert_eq!(
+        uids(&by_domain),
+        api.ordered(|r| r.domain == with_input.domain)
+    );
+
+    // Report id (+ input): no date window applies (B.3).
+    let (s, v) = api
+        .get(&format!(
+            "/api/v1/measurements?report_id={}&input={}",
+            with_input.report_id,
+            urlencode(&with_input.input)
+        ))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(v["metadata"]["count"], json!(1), "{v}");
+    assert_eq!(
+        v["results"][0]["measurement_uid"],
+        json!(with_input.measurement_uid)
+    );
+
+    // Ordering by another column, ascending.
+    let asc = api
+        .walk(&format!("{WIDE}&order_by=probe_cc&order=ASC"), 100)
+        .await;
+    let ccs: Vec<&str> = asc
+        .iter()
+        .map(|r| r["probe_cc"].as_str().unwrap())
+        .collect();
+    assert!(ccs.windows(2).all(|w| w[0] <= w[1]), "{ccs:?}");
+    assert_eq!(asc.len(), all.len());
+
+    // The default window: tomorrow and 30 days back.
+    let (s, v) = api.get("/api/v1/measurements").await;
+    assert_eq!(s, 200);
+    let floor = chrono::Utc::now().naive_utc() - chrono::Duration::days(31);
+    for r in v["results"].as_array().unwrap() {
+        let t = chrono::NaiveDateTime::parse_from_str(
+            r["measurement_start_time"].as_str().unwrap(),
+            "%Y-%m-%dT%H:%M:%SZ",
+        )
+        .unwrap();
+        assert!(t > floor, "{r}");
+    }
+
+    // Empty results and paging past the end (B.6).
+    let (_, v) = api
+        .get("/api/v1/measurements?probe_cc=IT&since=2099-01-01&until=2099-02-01")
+        .await;
+    assert_eq!(
+        v,
+        json!({"metadata": {"count": 0, "current_page": 1, "limit": 100, "next_url": null, "offset": 0, "pages": 0, "query_time": v["metadata"]["query_time"]}, "results": []})
+    );
+    let (_, v) = api
+        .get(&format!("/api/v1/measurements?{WIDE}&offset=300&limit=100"))
+        .await;
+    assert_eq!(
+        (
+            v["metadata"]["count"].clone(),
+            v["metadata"]["pages"].clone(),
+            v["metadata"]["current_page"].clone()
+        ),
+        (json!(300), json!(3), json!(4))
+    );
+
+    // Errors.
+    for (q, status) in [
+        ("limit=101", 400),
+        ("limit=0", 400),
+        ("limit=ten", 400),
+        ("order=sideways", 400),
+        ("order_by=scores", 400),
+        ("probe_cc=ZZ", 403),
+        ("probe_asn=AS0", 403),
+        ("probe_cc=italy", 400),
+        ("report_id=short", 400),
+        ("since=yesterday", 400),
+        ("test_name=BOGUS", 400),
+        ("input=%3Cscript%3E", 400),
+    ] {
+        let (s, v) = api.get(&format!("/api/v1/measurements?{q}")).await;
+        assert_eq!(s, status, "{q}: {v}");
+        assert!(v["error"].is_string(), "{q}: {v}");
+    }
+
+    // Old Android probes get OONI's fixed answer.
+    let r = api
+        .c
+        .get(api.e.url("/api/v1/measurements"))
+        .header("User-Agent", "okhttp/3.12")
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["results"], json!([{"measurement_url": ""}]));
+
+    meta(&api).await;
+    categories(&api).await;
+    api.db.drop_db().await;
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn meta(api: &Api) {
+    let row = api.rows.values().find(|r| !r.input.is_empty()).unwrap();
+    let uid = &row.measurement_uid;
+    let (s, v) = api
+        .get(&format!(
+            "/api/v1/measurement_meta?measurement_uid={uid}&full=true"
+        ))
+        .await;
+    assert_eq!(s, 200);
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "anomaly",
+            "category_code",
+            "confirmed",
+            "failure",
+            "input",
+            "measurement_start_time",
+            "measurement_uid",
+            "probe_asn",
+            "probe_cc",
+            "raw_measurement",
+            "report_id",
+            "scores",
+            "test_name",
+            "test_start_time"
+        ]
+    );
+    assert_eq!(v["probe_asn"], json!(row.probe_asn), "an integer here");
+    assert_eq!(v["scores"], json!(row.scores), "a JSON string here");
+    assert_eq!(v["category_code"], json!(""), "joined, no test-list entry");
+    assert_eq!(v["input"], json!(row.input));
+    assert_eq!(
+        v["test_start_time"],
+        json!(row.test_start_time.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+    );
+    assert_eq!(
+        v["raw_measurement"].as_str().unwrap().as_bytes(),
+        &api.expected[uid][..]
+    );
+    // By report id and input: the same measurement.
+    let (_, by_rid) = api
+        .get(&format!(
+            "/api/v1/measurement_meta?report_id={}&input={}",
+            row.report_id,
+            urlencode(&row.input)
+        ))
+        .await;
+    assert_eq!(by_rid["measurement_uid"], json!(uid));
+    assert!(by_rid.get("raw_measurement").is_none());
+    // By report id without input: no join, category_code null (B.4).
+    if let Some(r) = api.rows.values().find(|r| r.input.is_empty()) {
+        let (_, v) = api
+            .get(&format!(
+                "/api/v1/measurement_meta?report_id={}",
+                r.report_id
+            ))
+            .await;
+        assert_eq!(v["measurement_uid"], json!(r.measurement_uid));
+        assert_eq!(v["category_code"], Value::Null);
+    }
+    // Not found, and missing parameters.
+    let none = "20991231000000.000000_IT_ndt_0123456789abcdef";
+    assert_eq!(
+        api.get(&format!("/api/v1/measurement_meta?measurement_uid={none}"))
+            .await,
+        (200, json!({}))
+    );
+    assert_eq!(
+        api.get(&format!(
+            "/api/v1/measurement_meta?measurement_uid={none}&full=true"
+        ))
+        .await,
+        (200, json!({"raw_measurement": ""}))
+    );
+    assert_eq!(api.get("/api/v1/measurement_meta").await.0, 400);
+    assert_eq!(
+        api.get("/api/v1/measurement_meta?report_id=short").await.0,
+        400
+    );
+}
+
+/// `category_code` through the test-list table: the list filter and the meta join.
+async fn categories(api: &Api) {
+    let row = api.rows.values().find(|r| !r.input.is_empty()).unwrap();
+    let store = api.db.store().await;
+    let q = "INSERT INTO citizenlab (domain, url, cc, category_code) VALUES ($1, $2, 'ZZ', 'NEWS'), ($1, $2, 'it', 'POLR')";
+    match &store {
+        ooni_engine::store::Store::Sqlite(p) => {
+            sqlx::query(q)
+                .bind(&row.domain)
+                .bind(&row.input)
+                .execute(p)
+                .await
+                .unwrap();
+        }
+        ooni_engine::store::Store::Postgres(p) => {
+            sqlx::query(q)
+                .bind(&row.domain)
+                .bind(&row.input)
+                .execute(p)
+                .await
+                .unwrap();
+        }
+    }
+    let news = api.walk(&format!("{WIDE}&category_code=NEWS"), 100).await;
+    assert_eq!(uids(&news), api.ordered(|r| r.input == row.input));
+    let set: HashSet<String> = uids(&news).into_iter().collect();
+    assert_eq!(
+        set.len(),
+        news.len(),
+        "two list entries, no duplicate results"
+    );
+    let (_, v) = api
+        .get(&format!(
+            "/api/v1/measurement_meta?measurement_uid={}",
+            row.measurement_uid
+        ))
+        .await;
+    assert_eq!(v["category_code"], json!("NEWS"), "the global list first");
+    // `input` overrides `category_code`, as in OONI.
+    let other = api
+        .rows
+        .values()
+        .find(|r| !r.input.is_empty() && r.input != row.input)
+        .unwrap();
+    let (_, v) = api
+        .get(&format!(
+            "/api/v1/measurements?{WIDE}&category_code=NEWS&input={}",
+            urlencode(&other.input)
+        ))
+        .await;
+    assert!(uids(v["results"].as_array().unwrap()).contains(&other.measurement_uid));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn measurements_api_sqlite() {
+    suite(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn measurements_api_postgres() {
+    suite(Db::Postgres).await;
+}
