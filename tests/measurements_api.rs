@@ -55,6 +55,10 @@ impl Api {
         self.get_url(&self.e.url(path_and_query)).await
     }
 
+    async fn get_owned(&self, path_and_query: String) -> (u16, Value) {
+        self.get(&path_and_query).await
+    }
+
     async fn get_url(&self, url: &str) -> (u16, Value) {
         let r = self.c.get(url).send().await.unwrap();
         let status = r.status().as_u16();
@@ -325,6 +329,7 @@ async fn suite(kind: Db) {
     assert_eq!(v["results"], json!([{"measurement_url": ""}]));
 
     meta(&api).await;
+    aggregation(&api).await;
     categories(&api).await;
     api.db.drop_db().await;
 }
@@ -447,6 +452,11 @@ async fn categories(api: &Api) {
         }
     }
     let news = api.walk(&format!("{WIDE}&category_code=NEWS"), 100).await;
+    let (_, v) = api
+        .get("/api/v1/aggregation?axis_x=category_code&since=2000-01-01&until=2100-01-01")
+        .await;
+    assert_eq!(v["result"][0]["category_code"], json!("NEWS"), "{v}");
+    assert_eq!(v["result"][0]["measurement_count"], json!(news.len()));
     assert_eq!(uids(&news), api.ordered(|r| r.input == row.input));
     let set: HashSet<String> = uids(&news).into_iter().collect();
     assert_eq!(
@@ -474,6 +484,196 @@ async fn categories(api: &Api) {
         ))
         .await;
     assert!(uids(v["results"].as_array().unwrap()).contains(&other.measurement_uid));
+}
+
+/// OONI's five counts over a set of rows, keys sorted as the API sends them.
+fn counts<'a>(rows: impl Iterator<Item = &'a FastpathRow>) -> serde_json::Map<String, Value> {
+    let (mut a, mut c, mut f, mut ok, mut n) = (0, 0, 0, 0, 0);
+    for r in rows {
+        n += 1;
+        if r.msm_failure {
+            f += 1;
+        } else if r.confirmed {
+            c += 1;
+        } else if r.anomaly {
+            a += 1;
+        } else {
+            ok += 1;
+        }
+    }
+    let v = json!({"anomaly_count": a, "confirmed_count": c, "failure_count": f, "measurement_count": n, "ok_count": ok});
+    v.as_object().unwrap().clone()
+}
+
+fn t(s: &str) -> chrono::NaiveDateTime {
+    chrono::NaiveDateTime::parse_from_str(&format!("{s} 00:00:00"), "%Y-%m-%d %H:%M:%S").unwrap()
+}
+
+async fn aggregation(api: &Api) {
+    let agg = |q: &str| api.get_owned(format!("/api/v1/aggregation?{q}"));
+    // No axis: one object of counts.
+    let (s, v) = agg("probe_cc=IT&since=2000-01-01&until=2100-01-01").await;
+    assert_eq!(s, 200);
+    assert_eq!(v["dimension_count"], json!(0));
+    assert_eq!(
+        v["result"],
+        Value::Object(counts(api.rows.values().filter(|r| r.probe_cc == "IT")))
+    );
+    // One axis, ascending.
+    let (_, v) = agg("axis_x=probe_cc&since=2000-01-01&until=2100-01-01").await;
+    let result = v["result"].as_array().unwrap();
+    let mut by_cc: BTreeMap<String, Vec<&FastpathRow>> = BTreeMap::new();
+    for r in api.rows.values() {
+        by_cc.entry(r.probe_cc.clone()).or_default().push(r);
+    }
+    assert_eq!(result.len(), by_cc.len());
+    for (item, (cc, rows)) in result.iter().zip(&by_cc) {
+        let mut want = counts(rows.iter().copied());
+        want.insert("probe_cc".into(), json!(cc));
+        want.sort_keys();
+        assert_eq!(item, &Value::Object(want));
+    }
+    // Two axes.
+    let (_, v) = agg("axis_x=test_name&axis_y=probe_asn&since=2000-01-01&until=2100-01-01").await;
+    assert_eq!(v["dimension_count"], json!(2));
+    let result = v["result"].as_array().unwrap();
+    let groups: HashSet<(String, i64)> = api
+        .rows
+        .values()
+        .map(|r| (r.test_name.clone(), r.probe_asn))
+        .collect();
+    assert_eq!(result.len(), groups.len());
+    assert!(result.iter().all(|r| r["probe_asn"].is_i64()));
+    let total: i64 = result
+        .iter()
+        .map(|r| r["measurement_count"].as_i64().unwrap())
+        .sum();
+    assert_eq!(total as usize, api.rows.len());
+
+    // Time axis: each grain, buckets computed here independently.
+    let (lo, hi) = (t("2020-01-01"), t("2026-01-01"));
+    let in_range: Vec<&FastpathRow> = api
+        .rows
+        .values()
+        .filter(|r| r.measurement_start_time >= lo && r.measurement_start_time < hi)
+        .collect();
+    for (grain, key) in [
+        (
+            "day",
+            Box::new(|r: &FastpathRow| r.measurement_start_time.format("%Y-%m-%d").to_string())
+                as Box<dyn Fn(&FastpathRow) -> String>,
+        ),
+        (
+            "week",
+            Box::new(|r: &FastpathRow| {
+                use chrono::Datelike;
+                let d = r.measurement_start_time.date();
+                (d - chrono::Duration::days(d.weekday().num_days_from_sunday() as i64))
+                    .format("%Y-%m-%d")
+                    .to_string()
+            }),
+        ),
+        (
+            "month",
+            Box::new(|r: &FastpathRow| r.measurement_start_time.format("%Y-%m-01").to_string()),
+        ),
+        (
+            "year",
+            Box::new(|r: &FastpathRow| r.measurement_start_time.format("%Y-01-01").to_string()),
+        ),
+    ] {
+        let (s, v) = agg(&format!(
+            "axis_x=measurement_start_day&time_grain={grain}&since=2020-01-01&until=2026-01-01"
+        ))
+        .await;
+        assert_eq!(s, 200, "{grain}: {v}");
+        let mut want: BTreeMap<String, Vec<&FastpathRow>> = BTreeMap::new();
+        for r in &in_range {
+            want.entry(key(r)).or_default().push(r);
+        }
+        let got: Vec<(String, i64)> = v["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["measurement_start_day"].as_str().unwrap().to_owned(),
+                    r["measurement_count"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        let want: Vec<(String, i64)> = want
+            .into_iter()
+            .map(|(k, rows)| (k, rows.len() as i64))
+            .collect();
+        assert_eq!(got, want, "{grain}");
+    }
+    // auto over two days: hours (B.5).
+    let one = in_range[0].measurement_start_time.date();
+    let (since, until) = (
+        one.to_string(),
+        (one + chrono::Duration::days(2)).to_string(),
+    );
+    let (_, v) = agg(&format!(
+        "axis_x=measurement_start_day&since={since}&until={until}"
+    ))
+    .await;
+    let first = v["result"][0]["measurement_start_day"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(first.ends_with(":00:00Z") && first.contains('T'), "{first}");
+
+    // CSV, and downloads.
+    let r = api
+        .c
+        .get(api.e.url("/api/v1/aggregation?probe_cc=IT&since=2000-01-01&until=2100-01-01&format=CSV&download=true"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-type"], "text/csv");
+    assert_eq!(
+        r.headers()["content-disposition"],
+        "attachment; filename=ooni-aggregate-data.csv"
+    );
+    let c = counts(api.rows.values().filter(|r| r.probe_cc == "IT"));
+    let line: Vec<String> = c.values().map(|v| v.to_string()).collect();
+    assert_eq!(
+        r.text().await.unwrap(),
+        format!(
+            "anomaly_count,confirmed_count,failure_count,measurement_count,ok_count\r\n{}\r\n",
+            line.join(",")
+        )
+    );
+
+    // OONI's error answers (B.5).
+    assert_eq!(
+        agg("axis_x=probe_cc&axis_y=probe_cc").await,
+        (
+            200,
+            json!({"error": "Axis X and Y cannot be the same", "v": 0})
+        )
+    );
+    assert_eq!(
+        agg("test_name=BOGUS").await,
+        (200, json!({"error": "Invalid characters", "v": 0}))
+    );
+    assert_eq!(agg("format=XML").await.0, 200);
+    assert_eq!(
+        agg("axis_x=measurement_start_day&time_grain=hour&since=2019-01-01&until=2021-01-01").await,
+        (
+            400,
+            json!({"error": "Choose time_grain between day, week, month, year, auto for the given time range", "v": 0})
+        )
+    );
+    assert_eq!(
+        agg("axis_x=measurement_start_day").await,
+        (
+            400,
+            json!({"error": "Invalid since and until values", "v": 0})
+        )
+    );
+    assert_eq!(agg("axis_x=scores").await.0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
 //! The HTTP API: router assembly and the state handlers share.
 
 pub mod admin;
+pub mod aggregation;
 pub mod error;
 pub mod measurements;
 pub mod ops;
@@ -50,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/measurements", get(search::list))
         .route("/api/v1/measurement_meta", get(search::meta))
+        .route("/api/v1/aggregation", get(aggregation::aggregation))
         .route("/health", get(ops::health))
         .route("/metrics", get(ops::metrics))
         .route("/admin/plugins", get(admin::plugins))

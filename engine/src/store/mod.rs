@@ -12,8 +12,10 @@ use std::str::FromStr;
 use std::time::Duration;
 use thiserror::Error;
 
+mod aggregate;
 mod jsonl;
 mod query;
+pub use aggregate::{AggQuery, AggRow, Axis, AxisValue, Grain};
 pub use jsonl::BodyLocation;
 pub use query::{ListQuery, ListRow, MetaKey, MetaRow, OrderBy};
 
