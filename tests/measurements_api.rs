@@ -21,6 +21,8 @@ struct Api {
     expected: BTreeMap<String, Vec<u8>>,
     /// Rows OONI's list can show (not ZZ, not AS0).
     rows: HashMap<String, FastpathRow>,
+    /// Every row.
+    all: HashMap<String, FastpathRow>,
     _tmp: tempfile::TempDir,
 }
 
@@ -36,10 +38,11 @@ impl Api {
         let c = client();
         let expected = upload_corpus(&c, &e).await;
         let uids: Vec<String> = expected.keys().cloned().collect();
-        let rows = rows_by_uid(&db.store().await, &uids, Duration::from_secs(60))
-            .await
-            .into_iter()
+        let all = rows_by_uid(&db.store().await, &uids, Duration::from_secs(60)).await;
+        let rows = all
+            .iter()
             .filter(|(_, r)| r.probe_cc != "ZZ" && r.probe_asn != 0)
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         Api {
             e,
@@ -47,6 +50,7 @@ impl Api {
             db,
             expected,
             rows,
+            all,
             _tmp: tmp,
         }
     }
@@ -331,6 +335,7 @@ async fn suite(kind: Db) {
     meta(&api).await;
     aggregation(&api).await;
     categories(&api).await;
+    private_routes(&api).await;
     api.db.drop_db().await;
 }
 
@@ -371,10 +376,12 @@ async fn meta(api: &Api) {
             "report_id",
             "scores",
             "test_name",
-            "test_start_time"
+            "test_start_time",
+            "verification_status",
         ]
     );
     assert_eq!(v["probe_asn"], json!(row.probe_asn), "an integer here");
+    assert_eq!(v["verification_status"], json!("unverified"));
     assert_eq!(v["scores"], json!(row.scores), "a JSON string here");
     assert_eq!(v["category_code"], json!(""), "joined, no test-list entry");
     assert_eq!(v["input"], json!(row.input));
@@ -674,6 +681,164 @@ async fn aggregation(api: &Api) {
         )
     );
     assert_eq!(agg("axis_x=scores").await.0, 200);
+}
+
+/// Explorer's private routes, against counts made here from the rows read back.
+async fn private_routes(api: &Api) {
+    let r = api
+        .c
+        .get(api.e.url("/api/_/global_overview"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "*",
+        "Explorer calls cross-origin"
+    );
+    let v: Value = r.json().await.unwrap();
+    let ccs: HashSet<&str> = api.all.values().map(|r| r.probe_cc.as_str()).collect();
+    let asns: HashSet<i64> = api.all.values().map(|r| r.probe_asn).collect();
+    assert_eq!(
+        v,
+        json!({"country_count": ccs.len(), "measurement_count": api.all.len(), "network_count": asns.len()})
+    );
+
+    let (_, v) = api.get("/api/_/global_overview_by_month").await;
+    use chrono::Datelike;
+    let today = chrono::Utc::now().date_naive();
+    let first = chrono::NaiveDate::from_ymd_opt(today.year(), today.month(), 1).unwrap()
+        - chrono::Months::new(23);
+    let mut by_month: BTreeMap<String, Vec<&FastpathRow>> = BTreeMap::new();
+    for r in api
+        .all
+        .values()
+        .filter(|r| r.measurement_start_time.date() >= first)
+    {
+        by_month
+            .entry(
+                r.measurement_start_time
+                    .format("%Y-%m-01T00:00:00+00:00")
+                    .to_string(),
+            )
+            .or_default()
+            .push(r);
+    }
+    let want: Vec<Value> = by_month
+        .iter()
+        .map(|(d, rows)| json!({"date": d, "value": rows.len()}))
+        .collect();
+    assert_eq!(v["measurements_by_month"], json!(want));
+    assert!(v["countries_by_month"].is_array() && v["networks_by_month"].is_array());
+
+    let it: Vec<&FastpathRow> = api.all.values().filter(|r| r.probe_cc == "IT").collect();
+    let (_, v) = api.get("/api/_/country_overview?probe_cc=IT").await;
+    let first_it = it.iter().map(|r| r.measurement_start_time).min().unwrap();
+    let nets: HashSet<i64> = it.iter().map(|r| r.probe_asn).collect();
+    assert_eq!(
+        v,
+        json!({"first_bucket_date": first_it.format("%Y-%m-%d").to_string(), "measurement_count": it.len(), "network_count": nets.len()})
+    );
+    assert_eq!(api.get("/api/_/country_overview").await.0, 400);
+
+    let (_, v) = api.get("/api/_/countries").await;
+    let countries = v["countries"].as_array().unwrap();
+    let italy = countries.iter().find(|c| c["alpha_2"] == "IT").unwrap();
+    assert_eq!(italy["name"], "Italy");
+    assert_eq!(italy["count"], json!(it.len()));
+    assert!(
+        countries.iter().all(|c| c["alpha_2"] != "ZZ"),
+        "no country named ZZ"
+    );
+
+    // Networks, named once asnmeta knows them.
+    let asn = it[0].probe_asn;
+    let store = api.db.store().await;
+    let q = "INSERT INTO asnmeta (asn, org_name, cc, changed, aut_name, source) VALUES ($1, 'Example Telecom', 'IT', '2024-01-01', 'EXAMPLE-AS', 'test')";
+    match &store {
+        ooni_engine::store::Store::Sqlite(p) => {
+            sqlx::query(q).bind(asn).execute(p).await.unwrap();
+        }
+        ooni_engine::store::Store::Postgres(p) => {
+            sqlx::query(q).bind(asn).execute(p).await.unwrap();
+        }
+    }
+    let (_, v) = api.get("/api/_/networks").await;
+    let nets = v["results"].as_array().unwrap();
+    let mine = nets.iter().find(|n| n["probe_asn"] == json!(asn)).unwrap();
+    assert_eq!(mine["org_name"], "Example Telecom");
+    assert_eq!(
+        mine["cnt"],
+        json!(api.all.values().filter(|r| r.probe_asn == asn).count())
+    );
+    assert!(nets.iter().all(|n| n["probe_asn"] != json!(0)));
+    assert_eq!(
+        api.get(&format!("/api/_/asnmeta?asn={asn}")).await,
+        (200, json!({"org_name": "Example Telecom"}))
+    );
+    assert_eq!(
+        api.get("/api/_/asnmeta?asn=4294967295").await,
+        (200, json!({"org_name": "Unknown"}))
+    );
+    assert_eq!(api.get("/api/_/asnmeta?asn=AS1").await.0, 400);
+
+    // Domains of the test lists (the categories step put one on them).
+    let listed = api.rows.values().find(|r| !r.input.is_empty()).unwrap();
+    let (_, v) = api
+        .get(&format!("/api/_/domain_metadata?domain={}", listed.domain))
+        .await;
+    assert_eq!(
+        v,
+        json!({"canonical_domain": listed.domain, "category_code": "NEWS"})
+    );
+    let (_, v) = api
+        .get("/api/_/domain_metadata?domain=unlisted.example")
+        .await;
+    assert_eq!(
+        v,
+        json!({"canonical_domain": "unlisted.example", "category_code": "MISC"})
+    );
+    let (_, v) = api.get("/api/_/domains").await;
+    let d = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["domain_name"] == json!(listed.domain))
+        .unwrap();
+    assert_eq!(d["category_code"], "NEWS");
+    assert_eq!(
+        d["measurement_count"],
+        json!(api
+            .all
+            .values()
+            .filter(|r| r.domain == listed.domain && r.test_name == "web_connectivity")
+            .count())
+    );
+
+    // What Explorer's pages need to render for an anonymous visitor.
+    let (s, v) = api
+        .get(&format!(
+            "/api/_/measurement_feedback/{}",
+            listed.measurement_uid
+        ))
+        .await;
+    assert_eq!((s, v), (200, json!({"summary": {}})));
+    let r = api
+        .c
+        .post(api.e.url("/api/_/measurement_feedback"))
+        .json(&json!({"measurement_uid": listed.measurement_uid, "status": "ok"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        api.get("/api/_/account_metadata").await,
+        (401, json!({"logged_in": false}))
+    );
+    assert_eq!(
+        api.get("/api/v1/incidents/search?theme=news_media").await,
+        (200, json!({"incidents": []}))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,7 @@ pub mod error;
 pub mod measurements;
 pub mod ops;
 pub mod params;
+pub mod private;
 pub mod probe;
 pub mod search;
 
@@ -52,6 +53,21 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/measurements", get(search::list))
         .route("/api/v1/measurement_meta", get(search::meta))
         .route("/api/v1/aggregation", get(aggregation::aggregation))
+        .route("/api/_/global_overview", get(private::global_overview))
+        .route(
+            "/api/_/global_overview_by_month",
+            get(private::global_overview_by_month),
+        )
+        .route("/api/_/country_overview", get(private::country_overview))
+        .route("/api/_/countries", get(private::countries))
+        .route("/api/_/networks", get(private::networks))
+        .route("/api/_/asnmeta", get(private::asnmeta))
+        .route("/api/_/domains", get(private::domains))
+        .route("/api/_/domain_metadata", get(private::domain_metadata))
+        .route("/api/_/measurement_feedback/{uid}", get(private::feedback))
+        .route("/api/_/measurement_feedback", post(private::feedback_post))
+        .route("/api/_/account_metadata", get(private::account_metadata))
+        .route("/api/v1/incidents/search", get(private::incidents_search))
         .route("/health", get(ops::health))
         .route("/metrics", get(ops::metrics))
         .route("/admin/plugins", get(admin::plugins))
@@ -63,7 +79,17 @@ pub fn router(state: AppState) -> Router {
         // Bodies are read by the handlers themselves with their own limit and a JSON
         // 413; this only stops axum's own extractors from refusing earlier.
         .layer(axum::extract::DefaultBodyLimit::disable())
+        // Explorer's pages call the API from the browser, cross-origin.
+        .layer(axum::middleware::map_response(allow_any_origin))
         .with_state(state)
+}
+
+async fn allow_any_origin(mut r: Response) -> Response {
+    r.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    r
 }
 
 async fn not_found() -> ApiError {

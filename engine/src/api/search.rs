@@ -295,5 +295,12 @@ pub async fn meta(
     out.insert("scores".into(), r.scores.into());
     out.insert("test_name".into(), r.test_name.into());
     out.insert("test_start_time".into(), z_time(r.test_start_time).into());
+    // What OONI's newer service adds and Explorer shows.
+    let status = match r.is_verified.as_str() {
+        "t" => "verified",
+        "f" => "failed",
+        _ => "unverified",
+    };
+    out.insert("verification_status".into(), status.into());
     Ok(with_cache(Json(Value::Object(out)), "max-age=60"))
 }

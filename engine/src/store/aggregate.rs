@@ -114,7 +114,7 @@ const COUNTS: &str = "COALESCE(SUM(CASE WHEN f.anomaly AND NOT f.confirmed AND N
     COUNT(*) AS measurement_count";
 
 /// The SQL of a time bucket, rendered as OONI renders it.
-fn bucket(grain: Grain, postgres: bool) -> &'static str {
+pub(crate) fn bucket(grain: Grain, postgres: bool) -> &'static str {
     match (grain, postgres) {
         (Grain::Hour, false) => "strftime('%Y-%m-%dT%H:00:00Z', f.measurement_start_time)",
         (Grain::Day, false) => "strftime('%Y-%m-%d', f.measurement_start_time)",

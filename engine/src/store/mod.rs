@@ -14,9 +14,11 @@ use thiserror::Error;
 
 mod aggregate;
 mod jsonl;
+mod overview;
 mod query;
 pub use aggregate::{AggQuery, AggRow, Axis, AxisValue, Grain};
 pub use jsonl::BodyLocation;
+pub use overview::{DomainCount, MonthCounts};
 pub use query::{ListQuery, ListRow, MetaKey, MetaRow, OrderBy};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");

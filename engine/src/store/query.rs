@@ -98,6 +98,8 @@ pub struct MetaRow {
     pub msm_failure: bool,
     /// `None` when no test-list join was made (a report_id lookup without input).
     pub category_code: Option<String>,
+    /// `t`, `f` or `u`: the probe's signature was verified, failed, or not checked.
+    pub is_verified: String,
 }
 
 const LIST_COLUMNS: &str = "f.measurement_uid, f.report_id, f.input, f.probe_cc, f.probe_asn, \
@@ -219,6 +221,7 @@ where
         confirmed: r.try_get("confirmed")?,
         msm_failure: r.try_get("msm_failure")?,
         category_code: r.try_get("category_code")?,
+        is_verified: r.try_get("is_verified")?,
     })
 }
 
@@ -263,7 +266,7 @@ impl Store {
         let base =
             "SELECT f.measurement_uid, f.report_id, f.input, f.test_name, f.test_start_time, \
             f.measurement_start_time, f.probe_asn, f.probe_cc, f.scores, f.anomaly, f.confirmed, \
-            f.msm_failure, ";
+            f.msm_failure, f.is_verified, ";
         macro_rules! run {
             ($pool:expr) => {{
                 let mut qb = QueryBuilder::new(base);

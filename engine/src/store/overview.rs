@@ -1,0 +1,131 @@
+//! Queries of Explorer's private routes (`/api/_/…`, spec/api.md §3).
+
+use super::aggregate::{bucket, Grain};
+use super::{Store, StoreError};
+use chrono::NaiveDateTime;
+
+macro_rules! on_pool {
+    ($store:expr, $p:ident => $body:expr) => {
+        match $store {
+            Store::Sqlite($p) => $body,
+            Store::Postgres($p) => $body,
+        }
+    };
+}
+
+/// Per month: distinct countries, distinct networks, measurements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonthCounts {
+    /// `YYYY-MM-01`.
+    pub month: String,
+    pub countries: i64,
+    pub networks: i64,
+    pub measurements: i64,
+}
+
+/// A domain of the test lists with its category and web_connectivity count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainCount {
+    pub domain: String,
+    pub category_code: String,
+    pub measurement_count: i64,
+}
+
+impl Store {
+    /// (measurements, distinct networks, distinct countries) over every row.
+    pub async fn global_overview(&self) -> Result<(i64, i64, i64), StoreError> {
+        let q =
+            "SELECT COUNT(*), COUNT(DISTINCT probe_asn), COUNT(DISTINCT probe_cc) FROM fastpath";
+        Ok(on_pool!(self, p => sqlx::query_as(q).fetch_one(p).await?))
+    }
+
+    /// Monthly counts of measurements started at or after `since`, oldest first.
+    pub async fn overview_by_month(
+        &self,
+        since: NaiveDateTime,
+    ) -> Result<Vec<MonthCounts>, StoreError> {
+        let month = bucket(Grain::Month, matches!(self, Store::Postgres(_)));
+        let q = format!(
+            "SELECT {month} AS m, COUNT(DISTINCT f.probe_cc), COUNT(DISTINCT f.probe_asn), COUNT(*) \
+             FROM fastpath f WHERE f.measurement_start_time >= $1 GROUP BY m ORDER BY m"
+        );
+        let rows: Vec<(String, i64, i64, i64)> =
+            on_pool!(self, p => sqlx::query_as(&q).bind(since).fetch_all(p).await?);
+        Ok(rows
+            .into_iter()
+            .map(|(month, countries, networks, measurements)| MonthCounts {
+                month,
+                countries,
+                networks,
+                measurements,
+            })
+            .collect())
+    }
+
+    /// (first measurement start, measurements, distinct networks) of one country.
+    pub async fn country_overview(
+        &self,
+        cc: &str,
+    ) -> Result<(Option<NaiveDateTime>, i64, i64), StoreError> {
+        let q = "SELECT MIN(measurement_start_time), COUNT(*), COUNT(DISTINCT probe_asn) \
+                 FROM fastpath WHERE probe_cc = $1";
+        Ok(on_pool!(self, p => sqlx::query_as(q).bind(cc).fetch_one(p).await?))
+    }
+
+    /// Measurements per country code.
+    pub async fn count_by_country(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let q = "SELECT probe_cc, COUNT(*) FROM fastpath GROUP BY probe_cc ORDER BY probe_cc";
+        Ok(on_pool!(self, p => sqlx::query_as(q).fetch_all(p).await?))
+    }
+
+    /// Measurements per network, with the network's newest known name.
+    pub async fn count_by_network(&self) -> Result<Vec<(i64, i64, Option<String>)>, StoreError> {
+        let q = "SELECT f.probe_asn, COUNT(*), \
+                 (SELECT a.org_name FROM asnmeta a WHERE a.asn = f.probe_asn ORDER BY a.changed DESC LIMIT 1) \
+                 FROM fastpath f WHERE f.probe_asn <> 0 GROUP BY f.probe_asn ORDER BY f.probe_asn";
+        Ok(on_pool!(self, p => sqlx::query_as(q).fetch_all(p).await?))
+    }
+
+    /// The newest name of a network.
+    pub async fn asn_org_name(&self, asn: i64) -> Result<Option<String>, StoreError> {
+        let q = "SELECT org_name FROM asnmeta WHERE asn = $1 ORDER BY changed DESC LIMIT 1";
+        Ok(on_pool!(self, p => sqlx::query_scalar(q).bind(asn).fetch_optional(p).await?))
+    }
+
+    /// The test-list entry of a domain (with or without `www.`): the global list's
+    /// first, then the shortest URL. `(category_code, domain)`.
+    pub async fn domain_entry(&self, domain: &str) -> Result<Option<(String, String)>, StoreError> {
+        let bare = domain.strip_prefix("www.").unwrap_or(domain);
+        let www = format!("www.{bare}");
+        let q = "SELECT category_code, domain FROM citizenlab WHERE domain IN ($1, $2) \
+                 ORDER BY (cc = 'ZZ') DESC, LENGTH(url), url LIMIT 1";
+        Ok(on_pool!(self, p => sqlx::query_as(q).bind(bare).bind(&www).fetch_optional(p).await?))
+    }
+
+    /// Every test-list domain with its category (global list first) and its
+    /// web_connectivity measurement count.
+    pub async fn domain_counts(&self) -> Result<Vec<DomainCount>, StoreError> {
+        let q = "SELECT d.domain, \
+                 (SELECT c.category_code FROM citizenlab c WHERE c.domain = d.domain \
+                  ORDER BY (c.cc = 'ZZ') DESC, c.category_code LIMIT 1), \
+                 (SELECT COUNT(*) FROM fastpath f WHERE f.domain = d.domain AND f.test_name = 'web_connectivity') \
+                 FROM (SELECT DISTINCT domain FROM citizenlab) d ORDER BY d.domain";
+        let rows: Vec<(String, Option<String>, i64)> =
+            on_pool!(self, p => sqlx::query_as(q).fetch_all(p).await?);
+        Ok(rows
+            .into_iter()
+            .map(|(domain, category_code, measurement_count)| DomainCount {
+                domain,
+                category_code: category_code.unwrap_or_default(),
+                measurement_count,
+            })
+            .collect())
+    }
+
+    /// How many users gave each verdict on a measurement.
+    pub async fn feedback_summary(&self, uid: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        let q = "SELECT status, COUNT(*) FROM msmt_feedback WHERE measurement_uid = $1 \
+                 GROUP BY status ORDER BY status";
+        Ok(on_pool!(self, p => sqlx::query_as(q).bind(uid).fetch_all(p).await?))
+    }
+}
