@@ -15,5 +15,6 @@ pub mod rescore;
 pub mod scoring;
 pub mod serve;
 pub mod store;
+pub mod testlists;
 pub mod uploader;
 pub mod watch;

@@ -60,6 +60,11 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Work with Citizen Lab test lists.
+    Testlists {
+        #[command(subcommand)]
+        command: TestlistsCommand,
+    },
     /// Work with scorer plugins.
     Plugins {
         #[command(subcommand)]
@@ -89,6 +94,17 @@ enum FingerprintsCommand {
         /// compat or strict.
         #[arg(long, default_value = "strict")]
         mode: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TestlistsCommand {
+    /// Replace the test lists with those of a directory (`global.csv`, `{cc}.csv`,
+    /// or a checkout of citizenlab/test-lists).
+    Import {
+        dir: PathBuf,
+        #[command(flatten)]
+        common: Common,
     },
 }
 
@@ -159,6 +175,9 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(c) => (c.config()?, Job::Serve),
         Command::Migrate(c) => (c.config()?, Job::Migrate),
         Command::Upload { all, common } => (common.config()?, Job::Upload { all }),
+        Command::Testlists {
+            command: TestlistsCommand::Import { dir, common },
+        } => (common.config()?, Job::ImportTestLists(dir)),
         Command::Rescore {
             start_day,
             end_day,
@@ -247,6 +266,12 @@ fn main() -> anyhow::Result<()> {
                 tracing::info!(database = store.backend(), "migrations applied");
                 Ok(())
             }
+            Job::ImportTestLists(dir) => {
+                let store = ooni_engine::serve::open_store(&cfg).await?;
+                let n = ooni_engine::testlists::import(&dir, &store).await?;
+                println!("{n} test-list entries imported from {}", dir.display());
+                Ok(())
+            }
             Job::Upload { all } => {
                 let store = ooni_engine::serve::open_store(&cfg).await?;
                 let metrics = std::sync::Arc::new(ooni_engine::metrics::Metrics::default());
@@ -282,5 +307,6 @@ enum Job {
     Serve,
     Migrate,
     Upload { all: bool },
+    ImportTestLists(PathBuf),
     Rescore(ooni_engine::rescore::RescoreArgs),
 }

@@ -9,6 +9,7 @@ pub mod params;
 pub mod private;
 pub mod probe;
 pub mod search;
+pub mod testlist;
 
 use crate::bodies::Bodies;
 use crate::config::Config;
@@ -45,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/check-in", post(probe::check_in))
         .route("/api/v1/collectors", get(probe::collectors))
         .route("/api/v1/test-helpers", get(probe::test_helpers))
+        .route("/api/v1/test-list/urls", get(testlist::urls))
         .route("/api/v1/measurement/{uid}", get(measurements::measurement))
         .route(
             "/api/v1/raw_measurement",

@@ -333,8 +333,8 @@ pub async fn collectors(State(st): State<AppState>) -> Response {
     )
 }
 
-/// `POST /api/v1/check-in`: a report id for every test, and the URLs to test
-/// (empty until the Citizen Lab test list is loaded).
+/// `POST /api/v1/check-in`: a report id for every test, and the prioritised URLs
+/// to test (empty until test lists are imported).
 pub async fn check_in(State(st): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let m = if body.iter().all(u8::is_ascii_whitespace) {
         Map::new()
@@ -349,6 +349,7 @@ pub async fn check_in(State(st): State<AppState>, body: Bytes) -> Result<Respons
         "ZZ".to_owned()
     };
     let asn = normalise_asn(&asn_str);
+    let mut categories: Vec<String> = Vec::new();
     if let Some(wc) = m.get("web_connectivity") {
         let codes: Vec<String> = match wc.get("category_codes") {
             None | Some(Value::Null) => Vec::new(),
@@ -368,13 +369,33 @@ pub async fn check_in(State(st): State<AppState>, body: Bytes) -> Result<Respons
                 format!("category code {bad:?} must be letters only"),
             ));
         }
+        categories = codes
+            .into_iter()
+            .filter(|c| !c.is_empty())
+            .map(|c| c.to_ascii_uppercase())
+            .collect();
     }
+    // OONI's URL limit: manual runs 9999, else 100 while charging (the default), else 20.
+    let limit = if m.get("run_type").and_then(Value::as_str) == Some("manual") {
+        9999
+    } else if m.get("charging").and_then(Value::as_bool).unwrap_or(true) {
+        100
+    } else {
+        20
+    };
+    // Any error gives an empty list, as OONI's check-in does.
+    let urls = crate::testlists::prioritised(&st.store, &cc, &categories, limit)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "test list for check-in failed");
+            Vec::new()
+        });
     let now = Utc::now();
     let mut tests = Map::new();
     for t in CHECK_IN_TESTS {
         let mut entry = Map::new();
         if t == "web_connectivity" {
-            entry.insert("urls".into(), json!([]));
+            entry.insert("urls".into(), json!(urls));
         }
         entry.insert(
             "report_id".into(),

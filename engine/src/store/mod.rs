@@ -18,7 +18,7 @@ mod overview;
 mod query;
 pub use aggregate::{AggQuery, AggRow, Axis, AxisValue, Grain};
 pub use jsonl::BodyLocation;
-pub use overview::{DomainCount, MonthCounts};
+pub use overview::{Candidate, DomainCount, MonthCounts, TestListEntry};
 pub use query::{ListQuery, ListRow, MetaKey, MetaRow, OrderBy};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");

@@ -129,3 +129,71 @@ impl Store {
         Ok(on_pool!(self, p => sqlx::query_as(q).bind(uid).fetch_all(p).await?))
     }
 }
+
+/// One URL of one test list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestListEntry {
+    pub domain: String,
+    pub url: String,
+    /// Lower-case country of a country list, `ZZ` for the global list.
+    pub cc: String,
+    pub category_code: String,
+}
+
+/// A URL to test, with how often it was measured lately.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub url: String,
+    pub cc: String,
+    pub category_code: String,
+    pub recent_measurements: i64,
+}
+
+impl Store {
+    /// Replaces every test list in one transaction.
+    pub async fn replace_test_lists(&self, entries: &[TestListEntry]) -> Result<(), StoreError> {
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            sqlx::query("DELETE FROM citizenlab").execute(&mut *tx).await?;
+            for chunk in entries.chunks(1000) {
+                let mut qb = sqlx::QueryBuilder::new("INSERT INTO citizenlab (domain, url, cc, category_code) ");
+                qb.push_values(chunk, |mut b, e| {
+                    b.push_bind(&e.domain).push_bind(&e.url).push_bind(&e.cc).push_bind(&e.category_code);
+                });
+                // A URL listed twice in one file keeps its last category.
+                qb.push(" ON CONFLICT (url, cc) DO UPDATE SET category_code = excluded.category_code, domain = excluded.domain");
+                qb.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// The global list and `cc`'s list, each URL with its web_connectivity
+    /// measurements from `cc` since `since`.
+    pub async fn test_list_candidates(
+        &self,
+        cc: &str,
+        since: NaiveDateTime,
+    ) -> Result<Vec<Candidate>, StoreError> {
+        let q = "SELECT c.url, c.cc, c.category_code, \
+                 (SELECT COUNT(*) FROM fastpath f WHERE f.input = c.url AND f.probe_cc = $1 \
+                  AND f.test_name = 'web_connectivity' AND f.measurement_start_time >= $2) \
+                 FROM citizenlab c WHERE c.cc IN ($3, 'ZZ') ORDER BY c.url, c.cc";
+        let rows: Vec<(String, String, String, i64)> = on_pool!(self, p => sqlx::query_as(q)
+            .bind(cc.to_ascii_uppercase())
+            .bind(since)
+            .bind(cc.to_ascii_lowercase())
+            .fetch_all(p)
+            .await?);
+        Ok(rows
+            .into_iter()
+            .map(|(url, cc, category_code, recent_measurements)| Candidate {
+                url,
+                cc,
+                category_code,
+                recent_measurements,
+            })
+            .collect())
+    }
+}
