@@ -42,9 +42,12 @@ fn list_of(path: &Path) -> Option<String> {
         .then(|| stem.to_ascii_lowercase())
 }
 
+/// A CSV record and the line it starts on.
+type Record = (usize, Vec<String>);
+
 /// Splits CSV text into records (RFC 4180: quoted fields may hold commas, quotes
 /// doubled, and newlines). Returns each record with the line it starts on.
-fn csv_records(text: &str) -> Result<Vec<(usize, Vec<String>)>, (usize, String)> {
+fn csv_records(text: &str) -> Result<Vec<Record>, (usize, String)> {
     let mut out = Vec::new();
     let mut field = String::new();
     let mut record = Vec::new();
