@@ -11,6 +11,11 @@ fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
     println!("cargo:rerun-if-changed={}", plugins.display());
     println!("cargo:rerun-if-env-changed=OONI_SKIP_WASM_BUILD");
+    // sqlx::migrate! embeds the migrations; a new file must rebuild the engine.
+    println!(
+        "cargo:rerun-if-changed={}",
+        manifest.join("../migrations").display()
+    );
 
     let mut entries = Vec::new();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&plugins)

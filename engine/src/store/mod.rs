@@ -345,6 +345,20 @@ impl Store {
         Ok(out)
     }
 
+    /// Refreshes the planner's statistics (and, on PostgreSQL, the visibility map that
+    /// index-only scans need) after a bulk load.
+    pub async fn analyze(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(p) => {
+                sqlx::query("ANALYZE").execute(p).await?;
+            }
+            Store::Postgres(p) => {
+                sqlx::query("VACUUM ANALYZE fastpath").execute(p).await?;
+            }
+        }
+        Ok(())
+    }
+
     pub async fn count_rows(&self) -> Result<i64, StoreError> {
         let q = "SELECT COUNT(*) FROM fastpath";
         Ok(match self {
