@@ -233,7 +233,11 @@ async fn suite(kind: Db) {
         uids(&recent),
         api.ordered(|r| r.measurement_start_time > cut)
     );
-    let with_input = api.rows.values().find(|r| !r.input.is_empty()).unwrap();
+    let with_input = api
+        .rows
+        .values()
+        .find(|r| !r.input.is_empty() && !r.domain.is_empty())
+        .unwrap();
     let by_domain = api
         .walk(&format!("{WIDE}&domain={}", with_input.domain), 100)
         .await;
@@ -351,7 +355,11 @@ fn urlencode(s: &str) -> String {
 }
 
 async fn meta(api: &Api) {
-    let row = api.rows.values().find(|r| !r.input.is_empty()).unwrap();
+    let row = api
+        .rows
+        .values()
+        .find(|r| !r.input.is_empty() && !r.domain.is_empty())
+        .unwrap();
     let uid = &row.measurement_uid;
     let (s, v) = api
         .get(&format!(
@@ -437,7 +445,11 @@ async fn meta(api: &Api) {
 
 /// `category_code` through the test-list table: the list filter and the meta join.
 async fn categories(api: &Api) {
-    let row = api.rows.values().find(|r| !r.input.is_empty()).unwrap();
+    let row = api
+        .rows
+        .values()
+        .find(|r| !r.input.is_empty() && !r.domain.is_empty())
+        .unwrap();
     let store = api.db.store().await;
     let q = "INSERT INTO citizenlab (domain, url, cc, category_code) VALUES ($1, $2, 'ZZ', 'NEWS'), ($1, $2, 'it', 'POLR')";
     match &store {
@@ -783,7 +795,11 @@ async fn private_routes(api: &Api) {
     assert_eq!(api.get("/api/_/asnmeta?asn=AS1").await.0, 400);
 
     // Domains of the test lists (the categories step put one on them).
-    let listed = api.rows.values().find(|r| !r.input.is_empty()).unwrap();
+    let listed = api
+        .rows
+        .values()
+        .find(|r| !r.input.is_empty() && !r.domain.is_empty())
+        .unwrap();
     let (_, v) = api
         .get(&format!("/api/_/domain_metadata?domain={}", listed.domain))
         .await;
@@ -839,6 +855,9 @@ async fn private_routes(api: &Api) {
         api.get("/api/v1/incidents/search?theme=news_media").await,
         (200, json!({"incidents": []}))
     );
+    let (s, doc) = api.get("/openapi.json").await;
+    assert_eq!(s, 200);
+    assert!(doc["paths"]["/api/v1/aggregation"]["get"]["parameters"].is_array());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod aggregation;
 pub mod error;
 pub mod measurements;
+pub mod openapi;
 pub mod ops;
 pub mod params;
 pub mod private;
@@ -70,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/_/measurement_feedback", post(private::feedback_post))
         .route("/api/_/account_metadata", get(private::account_metadata))
         .route("/api/v1/incidents/search", get(private::incidents_search))
+        .route("/openapi.json", get(openapi::document))
         .route("/health", get(ops::health))
         .route("/metrics", get(ops::metrics))
         .route("/admin/plugins", get(admin::plugins))
