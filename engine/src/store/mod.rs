@@ -169,6 +169,8 @@ impl Store {
                 // the uploader deletes the spool files it indexes right after.
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full)
+                // SQLite's default 2 MiB page cache thrashes once indexes outgrow it.
+                .pragma("cache_size", "-65536")
                 .busy_timeout(Duration::from_secs(10));
             let pool = SqlitePoolOptions::new()
                 .max_connections(4)
