@@ -280,14 +280,7 @@ async fn bad_uploads_get_clear_errors_and_store_nothing() {
     assert!(spooled[0].ends_with(&format!("{uid}.post")));
     let health = c.get(engine.url("/health")).send().await.unwrap();
     assert_eq!(health.status(), 200);
-    let metrics = c
-        .get(engine.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&c, &engine).await;
     assert!(
         metrics.contains("ooni_upload_rejections_total{reason=\"bad_json\"} 2"),
         "{metrics}"

@@ -341,14 +341,7 @@ async fn round_trip(objects: Objects, db: Db) {
     let report: Value = admin_upload(&c, &e).await.json().await.unwrap();
     assert_eq!(report["cans"], json!(0), "{report}");
     assert_eq!(assert_cans(&setup, &expected).await, cans);
-    let metrics = c
-        .get(e.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&c, &e).await;
     assert!(metrics.contains(&format!(
         "ooni_canned_measurements_total {}",
         expected.len()
@@ -371,15 +364,7 @@ async fn round_trip_s3_postgres() {
 async fn upload_some(c: &reqwest::Client, e: &Engine, n: usize) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     for (_, msm) in corpus_measurements().iter().take(n) {
-        let rid = open_report(c, e, msm).await;
-        let mut content = msm.clone();
-        content["report_id"] = json!(rid);
-        let r = c
-            .post(e.url(&format!("/report/{rid}")))
-            .json(&json!({"format": "json", "content": content}))
-            .send()
-            .await
-            .unwrap();
+        let (_, content, r) = post_measurement(c, e, msm).await;
         let v: Value = r.json().await.unwrap();
         if let Some(uid) = v["measurement_uid"].as_str() {
             out.insert(uid.to_owned(), serde_json::to_vec(&content).unwrap());
@@ -404,14 +389,7 @@ async fn s3_outage_keeps_everything_in_the_spool_until_it_returns() {
     assert!(v["detail"].as_str().unwrap().contains("S3"), "{v}");
     assert_eq!(setup.spooled(), uids, "nothing left the spool");
     assert!(index_rows(&setup.db).await.is_empty());
-    let metrics = c
-        .get(e.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&c, &e).await;
     assert!(
         metrics.contains("ooni_uploader_failed_runs_total 1"),
         "{metrics}"

@@ -279,9 +279,13 @@ pub async fn uid_of(r: reqwest::Response) -> String {
         .to_owned()
 }
 
-/// Uploads `msm` as a probe would: opens a report with its metadata, stamps the
-/// report id into it, submits it, and returns the uid.
-pub async fn submit_measurement(c: &reqwest::Client, e: &Engine, msm: &Value) -> String {
+/// Opens a report with `msm`'s metadata, stamps its id into the measurement and
+/// submits it; returns the report id, the content sent and the collector's answer.
+pub async fn post_measurement(
+    c: &reqwest::Client,
+    e: &Engine,
+    msm: &Value,
+) -> (String, Value, reqwest::Response) {
     let rid = open_report(c, e, msm).await;
     let mut content = msm.clone();
     content["report_id"] = json!(rid);
@@ -291,7 +295,23 @@ pub async fn submit_measurement(c: &reqwest::Client, e: &Engine, msm: &Value) ->
         .send()
         .await
         .unwrap();
-    uid_of(r).await
+    (rid, content, r)
+}
+
+/// Uploads `msm` as a probe would and returns the uid.
+pub async fn submit_measurement(c: &reqwest::Client, e: &Engine, msm: &Value) -> String {
+    uid_of(post_measurement(c, e, msm).await.2).await
+}
+
+/// The engine's `/metrics` text.
+pub async fn metrics_text(c: &reqwest::Client, e: &Engine) -> String {
+    c.get(e.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 /// Waits until every uid is scored, then returns the rows by uid.
@@ -468,15 +488,7 @@ pub async fn upload_corpus(
     let (mut discarded, mut refused) = (0, 0);
     let all = corpus_measurements();
     for (_, msm) in &all {
-        let rid = open_report(c, e, msm).await;
-        let mut content = msm.clone();
-        content["report_id"] = json!(rid);
-        let r = c
-            .post(e.url(&format!("/report/{rid}")))
-            .json(&json!({"format": "json", "content": content}))
-            .send()
-            .await
-            .unwrap();
+        let (rid, content, r) = post_measurement(c, e, msm).await;
         if r.status() != 200 {
             // The one corpus measurement OONI's probe service refuses (ingest_e2e).
             assert_eq!(r.status(), 400, "{rid}");
