@@ -2,6 +2,7 @@
 //! up to two axes. Everything is written once except the time buckets, whose date
 //! functions differ between SQLite and PostgreSQL.
 
+use super::query::CATEGORY;
 use super::{Store, StoreError};
 use chrono::NaiveDateTime;
 use sqlx::{QueryBuilder, Row};
@@ -102,10 +103,6 @@ pub struct AggRow {
     pub ok_count: i64,
     pub measurement_count: i64,
 }
-
-/// The test-list category of a row: the global list's first, as OONI prefers.
-const CATEGORY: &str = "(SELECT c.category_code FROM citizenlab c WHERE c.url = f.input \
-    ORDER BY (c.cc = 'ZZ') DESC, c.category_code LIMIT 1)";
 
 const COUNTS: &str = "COALESCE(SUM(CASE WHEN f.anomaly AND NOT f.confirmed AND NOT f.msm_failure THEN 1 ELSE 0 END), 0) AS anomaly_count, \
     COALESCE(SUM(CASE WHEN f.confirmed AND NOT f.msm_failure THEN 1 ELSE 0 END), 0) AS confirmed_count, \

@@ -106,7 +106,8 @@ const LIST_COLUMNS: &str = "f.measurement_uid, f.report_id, f.input, f.probe_cc,
     f.test_name, f.measurement_start_time, f.anomaly, f.confirmed, f.msm_failure, f.scores";
 
 /// The test-list category of `f.input`: the global list's first, as OONI prefers.
-const CATEGORY: &str = "(SELECT c.category_code FROM citizenlab c WHERE c.url = f.input \
+pub(super) const CATEGORY: &str =
+    "(SELECT c.category_code FROM citizenlab c WHERE c.url = f.input \
     ORDER BY (c.cc = 'ZZ') DESC, c.category_code LIMIT 1)";
 
 macro_rules! push_list_filters {
