@@ -61,7 +61,7 @@ pub async fn measurement(
         .map_err(body_error)?
         .ok_or_else(not_found)?;
     let mut r = json_bytes(body, "max-age=3600");
-    if q.download.as_deref().is_some_and(is_true) {
+    if super::params::truthy(q.download.as_deref()) {
         if let Ok(v) =
             HeaderValue::from_str(&format!("attachment; filename=ooni_measurement-{uid}.json"))
         {
@@ -69,10 +69,6 @@ pub async fn measurement(
         }
     }
     Ok(r)
-}
-
-fn is_true(v: &str) -> bool {
-    matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes")
 }
 
 #[derive(Deserialize)]
