@@ -14,16 +14,6 @@ pub struct BodyLocation {
     pub linenum: i32,
 }
 
-/// Runs the same block on whichever pool the store has.
-macro_rules! on_pool {
-    ($store:expr, $p:ident => $body:expr) => {
-        match $store {
-            Store::Sqlite($p) => $body,
-            Store::Postgres($p) => $body,
-        }
-    };
-}
-
 impl Store {
     /// Records the lines of one uploaded can, replacing any earlier record of the same
     /// uids (a re-run after a crash writes the same rows again).

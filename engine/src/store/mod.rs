@@ -12,6 +12,17 @@ use std::str::FromStr;
 use std::time::Duration;
 use thiserror::Error;
 
+/// Runs the same block on whichever pool the store has: every statement here is
+/// written once and type-checked against both databases.
+macro_rules! on_pool {
+    ($store:expr, $p:ident => $body:expr) => {
+        match $store {
+            Store::Sqlite($p) => $body,
+            Store::Postgres($p) => $body,
+        }
+    };
+}
+
 mod aggregate;
 mod jsonl;
 mod overview;

@@ -4,15 +4,6 @@ use super::aggregate::{bucket, Grain};
 use super::{Store, StoreError};
 use chrono::NaiveDateTime;
 
-macro_rules! on_pool {
-    ($store:expr, $p:ident => $body:expr) => {
-        match $store {
-            Store::Sqlite($p) => $body,
-            Store::Postgres($p) => $body,
-        }
-    };
-}
-
 /// Per month: distinct countries, distinct networks, measurements.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MonthCounts {
