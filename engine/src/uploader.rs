@@ -13,6 +13,7 @@
 
 use crate::cans::{Can, CanBuilder, CanKey, CanKind, CanOptions};
 use crate::failpoint;
+use crate::ingest::spool::{posts_in, SpooledFile};
 use crate::metrics::Metrics;
 use crate::objstore::{ObjectStore, ObjectStoreError};
 use crate::store::{Store, StoreError};
@@ -220,14 +221,14 @@ impl Uploader {
         report: &mut UploadReport,
     ) -> Result<(), UploadError> {
         let path = self.incoming.join(dir);
-        let files = list_posts(&path)?;
+        let files = posts_in(&path).map_err(io_at(&path))?;
         if files.is_empty() {
             if closed {
                 remove_empty_dir(&path);
             }
             return Ok(());
         }
-        let uids: Vec<String> = files.iter().map(|(u, _)| u.clone()).collect();
+        let uids: Vec<String> = files.iter().map(|f| f.uid.clone()).collect();
         let known = self.db.known_uids(&uids).await?;
         if known.len() < uids.len() {
             tracing::info!(
@@ -241,7 +242,7 @@ impl Uploader {
         report.hours += 1;
         let indexed = self.db.indexed_uids(&uids).await?;
         let (done, todo): (Vec<_>, Vec<_>) =
-            files.into_iter().partition(|(u, _)| indexed.contains(u));
+            files.into_iter().partition(|f| indexed.contains(&f.uid));
         if !done.is_empty() {
             tracing::info!(
                 dir,
@@ -252,7 +253,7 @@ impl Uploader {
             delete_files(&path, &done)?;
         }
         key.number = self.db.next_can_number(dir).await?;
-        let mut rest: &[(String, PathBuf)] = &todo;
+        let mut rest: &[SpooledFile] = &todo;
         while !rest.is_empty() {
             let (can, used) = self.pack(dir, rest).await?;
             let jsonl_key = key.key();
@@ -294,14 +295,14 @@ impl Uploader {
     async fn pack(
         &self,
         dir: &str,
-        files: &[(String, PathBuf)],
+        files: &[SpooledFile],
     ) -> Result<(Can, usize), UploadError> {
         let dir = dir.to_owned();
         let files = files.to_vec();
         let limits = self.limits;
         tokio::task::spawn_blocking(move || {
             let mut b = CanBuilder::new(&dir, limits);
-            for (uid, path) in &files {
+            for SpooledFile { uid, path } in &files {
                 let body = fs::read(path).map_err(io_at(path))?;
                 if !b.fits(body.len()) {
                     break;
@@ -391,28 +392,9 @@ fn hour_closed(hour: &str, now: NaiveDateTime) -> bool {
     }
 }
 
-/// `(uid, path)` of every `.post` file in a spool directory, in uid order.
-fn list_posts(dir: &Path) -> Result<Vec<(String, PathBuf)>, UploadError> {
-    let mut out: Vec<(String, PathBuf)> = Vec::new();
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(io_at(dir)(e)),
-    };
-    for e in entries {
-        let e = e.map_err(io_at(dir))?;
-        let name = e.file_name();
-        let Some(uid) = name.to_str().and_then(|n| n.strip_suffix(".post")) else {
-            continue;
-        };
-        out.push((uid.to_owned(), e.path()));
-    }
-    out.sort();
-    Ok(out)
-}
-
-fn delete_files(dir: &Path, files: &[(String, PathBuf)]) -> Result<(), UploadError> {
-    for (_, p) in files {
+fn delete_files(dir: &Path, files: &[SpooledFile]) -> Result<(), UploadError> {
+    for f in files {
+        let p = &f.path;
         match fs::remove_file(p) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}

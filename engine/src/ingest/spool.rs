@@ -136,26 +136,8 @@ impl Spool {
         dirs.sort();
         let mut out = Vec::new();
         for dir in dirs {
-            let entries = match fs::read_dir(&dir) {
-                Ok(e) => e,
-                // The uploader may remove an hour directory while we scan.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            for e in entries {
-                let path = e?.path();
-                let Some(uid) = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(|n| n.strip_suffix(".post"))
-                else {
-                    continue;
-                };
-                out.push(SpooledFile {
-                    uid: uid.to_owned(),
-                    path,
-                });
-            }
+            // The uploader may remove an hour directory while we scan.
+            out.extend(posts_in(&dir)?);
         }
         Ok(out)
     }
@@ -167,6 +149,33 @@ impl Spool {
         fs::rename(&file.path, &to)?;
         Ok(to)
     }
+}
+
+/// The `.post` files of one spool hour directory, in uid order; none when the
+/// directory is gone.
+pub fn posts_in(dir: &Path) -> io::Result<Vec<SpooledFile>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        let path = e?.path();
+        let Some(uid) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".post"))
+        else {
+            continue;
+        };
+        out.push(SpooledFile {
+            uid: uid.to_owned(),
+            path,
+        });
+    }
+    out.sort_by(|a, b| a.uid.cmp(&b.uid));
+    Ok(out)
 }
 
 /// True when `body` is what the uid's hash says was stored.
