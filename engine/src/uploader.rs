@@ -292,11 +292,7 @@ impl Uploader {
 
     /// Packs files from the front of `files` until the can is full; returns the can
     /// and how many files it holds.
-    async fn pack(
-        &self,
-        dir: &str,
-        files: &[SpooledFile],
-    ) -> Result<(Can, usize), UploadError> {
+    async fn pack(&self, dir: &str, files: &[SpooledFile]) -> Result<(Can, usize), UploadError> {
         let dir = dir.to_owned();
         let files = files.to_vec();
         let limits = self.limits;

@@ -4,12 +4,13 @@
 use super::error::ApiError;
 use super::params::{self, Params};
 use super::{with_cache, AppState};
-use crate::store::{ListQuery, ListRow, MetaKey, OrderBy};
+use crate::store::{ListQuery, MetaKey, OrderBy};
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Json;
 use chrono::{Duration, NaiveDateTime, Utc};
+use ooni_core::FastpathRow;
 use serde_json::{json, Map, Value};
 use std::time::Instant;
 
@@ -134,7 +135,7 @@ fn list_query(p: &Params) -> Result<ListQuery, ApiError> {
     })
 }
 
-fn list_item(base: &str, r: ListRow) -> Value {
+fn list_item(base: &str, r: FastpathRow) -> Value {
     // OONI answers `scores` parsed; a row's scores are always its own JSON.
     let scores: Value = serde_json::from_str(&r.scores).unwrap_or(Value::Null);
     let input = if r.input.is_empty() {
@@ -255,7 +256,7 @@ pub async fn meta(
         }
     };
     let row = st.store.measurement_meta(key).await.map_err(db_error)?;
-    let Some(r) = row else {
+    let Some((r, category_code)) = row else {
         let empty = if full {
             json!({"raw_measurement": ""})
         } else {
@@ -267,7 +268,7 @@ pub async fn meta(
     out.insert("anomaly".into(), r.anomaly.into());
     out.insert(
         "category_code".into(),
-        r.category_code.map_or(Value::Null, Value::String),
+        category_code.map_or(Value::Null, Value::String),
     );
     out.insert("confirmed".into(), r.confirmed.into());
     out.insert("failure".into(), r.msm_failure.into());

@@ -257,9 +257,6 @@ impl Store {
                 out
             }};
         }
-        Ok(match self {
-            Store::Sqlite(p) => run!(p),
-            Store::Postgres(p) => run!(p),
-        })
+        Ok(on_pool!(self, p => run!(p)))
     }
 }

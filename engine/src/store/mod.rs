@@ -30,7 +30,7 @@ mod query;
 pub use aggregate::{AggQuery, AggRow, Axis, AxisValue, Grain};
 pub use jsonl::BodyLocation;
 pub use overview::{Candidate, DomainCount, MonthCounts, TestListEntry};
-pub use query::{ListQuery, ListRow, MetaKey, MetaRow, OrderBy};
+pub use query::{ListQuery, MetaKey, OrderBy};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -60,7 +60,8 @@ pub struct DropRecord {
 }
 
 /// Columns of `fastpath`, in insert order.
-const COLUMNS: &str = "measurement_uid, report_id, input, probe_cc, probe_asn, test_name, \
+pub(crate) const COLUMNS: &str =
+    "measurement_uid, report_id, input, probe_cc, probe_asn, test_name, \
     test_start_time, measurement_start_time, scores, platform, anomaly, confirmed, msm_failure, \
     blocking_type, domain, software_name, software_version, test_version, test_runtime, \
     architecture, engine_name, engine_version, test_helper_address, test_helper_type, \
@@ -166,6 +167,50 @@ macro_rules! write_batch_on {
         }
         tx.commit().await?;
     }};
+}
+
+/// Reads a `fastpath` row selected with `COLUMNS` (`scored_at` is not part of it).
+pub(crate) fn fastpath_row<R: Row>(r: &R) -> Result<FastpathRow, sqlx::Error>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    String: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    Option<i64>: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    f64: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    bool: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    NaiveDateTime: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(FastpathRow {
+        measurement_uid: r.try_get("measurement_uid")?,
+        report_id: r.try_get("report_id")?,
+        input: r.try_get("input")?,
+        probe_cc: r.try_get("probe_cc")?,
+        probe_asn: r.try_get("probe_asn")?,
+        test_name: r.try_get("test_name")?,
+        test_start_time: r.try_get("test_start_time")?,
+        measurement_start_time: r.try_get("measurement_start_time")?,
+        scores: r.try_get("scores")?,
+        platform: r.try_get("platform")?,
+        anomaly: r.try_get("anomaly")?,
+        confirmed: r.try_get("confirmed")?,
+        msm_failure: r.try_get("msm_failure")?,
+        blocking_type: r.try_get("blocking_type")?,
+        domain: r.try_get("domain")?,
+        software_name: r.try_get("software_name")?,
+        software_version: r.try_get("software_version")?,
+        test_version: r.try_get("test_version")?,
+        test_runtime: r.try_get("test_runtime")?,
+        architecture: r.try_get("architecture")?,
+        engine_name: r.try_get("engine_name")?,
+        engine_version: r.try_get("engine_version")?,
+        test_helper_address: r.try_get("test_helper_address")?,
+        test_helper_type: r.try_get("test_helper_type")?,
+        ooni_run_link_id: r.try_get("ooni_run_link_id")?,
+        is_verified: r.try_get("is_verified")?,
+        scorer_name: r.try_get("scorer_name")?,
+        scorer_version: r.try_get("scorer_version")?,
+        fingerprints_version: r.try_get("fingerprints_version")?,
+    })
 }
 
 /// 30 binds a row: stays under SQLite's 32,766 and PostgreSQL's 65,535 parameters.
@@ -286,37 +331,7 @@ impl Store {
                     }
                     qb.push(")");
                     for r in qb.build().fetch_all($pool).await? {
-                        out.push(FastpathRow {
-                            measurement_uid: r.try_get("measurement_uid")?,
-                            report_id: r.try_get("report_id")?,
-                            input: r.try_get("input")?,
-                            probe_cc: r.try_get("probe_cc")?,
-                            probe_asn: r.try_get("probe_asn")?,
-                            test_name: r.try_get("test_name")?,
-                            test_start_time: r.try_get("test_start_time")?,
-                            measurement_start_time: r.try_get("measurement_start_time")?,
-                            scores: r.try_get("scores")?,
-                            platform: r.try_get("platform")?,
-                            anomaly: r.try_get("anomaly")?,
-                            confirmed: r.try_get("confirmed")?,
-                            msm_failure: r.try_get("msm_failure")?,
-                            blocking_type: r.try_get("blocking_type")?,
-                            domain: r.try_get("domain")?,
-                            software_name: r.try_get("software_name")?,
-                            software_version: r.try_get("software_version")?,
-                            test_version: r.try_get("test_version")?,
-                            test_runtime: r.try_get("test_runtime")?,
-                            architecture: r.try_get("architecture")?,
-                            engine_name: r.try_get("engine_name")?,
-                            engine_version: r.try_get("engine_version")?,
-                            test_helper_address: r.try_get("test_helper_address")?,
-                            test_helper_type: r.try_get("test_helper_type")?,
-                            ooni_run_link_id: r.try_get("ooni_run_link_id")?,
-                            is_verified: r.try_get("is_verified")?,
-                            scorer_name: r.try_get("scorer_name")?,
-                            scorer_version: r.try_get("scorer_version")?,
-                            fingerprints_version: r.try_get("fingerprints_version")?,
-                        });
+                        out.push(fastpath_row(&r)?);
                     }
                 }};
             }

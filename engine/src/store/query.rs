@@ -1,8 +1,9 @@
 //! Read queries of the measurements API (spec/api.md §2.2, §2.5): the search list and
 //! measurement metadata, written once for both databases.
 
-use super::{Store, StoreError};
+use super::{fastpath_row, Store, StoreError, COLUMNS};
 use chrono::NaiveDateTime;
+use ooni_core::FastpathRow;
 use sqlx::{QueryBuilder, Row};
 
 /// The columns `/api/v1/measurements` can order by.
@@ -64,46 +65,6 @@ pub struct ListQuery {
     pub offset: i64,
     pub limit: i64,
 }
-
-/// One search result.
-#[derive(Debug, Clone)]
-pub struct ListRow {
-    pub measurement_uid: String,
-    pub report_id: String,
-    pub input: String,
-    pub probe_cc: String,
-    pub probe_asn: i64,
-    pub test_name: String,
-    pub measurement_start_time: NaiveDateTime,
-    pub anomaly: bool,
-    pub confirmed: bool,
-    pub msm_failure: bool,
-    pub scores: String,
-}
-
-/// What `/api/v1/measurement_meta` shows of a row.
-#[derive(Debug, Clone)]
-pub struct MetaRow {
-    pub measurement_uid: String,
-    pub report_id: String,
-    pub input: String,
-    pub test_name: String,
-    pub test_start_time: NaiveDateTime,
-    pub measurement_start_time: NaiveDateTime,
-    pub probe_asn: i64,
-    pub probe_cc: String,
-    pub scores: String,
-    pub anomaly: bool,
-    pub confirmed: bool,
-    pub msm_failure: bool,
-    /// `None` when no test-list join was made (a report_id lookup without input).
-    pub category_code: Option<String>,
-    /// `t`, `f` or `u`: the probe's signature was verified, failed, or not checked.
-    pub is_verified: String,
-}
-
-const LIST_COLUMNS: &str = "f.measurement_uid, f.report_id, f.input, f.probe_cc, f.probe_asn, \
-    f.test_name, f.measurement_start_time, f.anomaly, f.confirmed, f.msm_failure, f.scores";
 
 /// The test-list category of `f.input`: the global list's first, as OONI prefers.
 pub(super) const CATEGORY: &str =
@@ -176,56 +137,6 @@ macro_rules! push_list_filters {
     }};
 }
 
-fn list_row<R: Row>(r: &R) -> Result<ListRow, sqlx::Error>
-where
-    for<'a> &'a str: sqlx::ColumnIndex<R>,
-    String: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    i64: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    bool: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    NaiveDateTime: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-{
-    Ok(ListRow {
-        measurement_uid: r.try_get("measurement_uid")?,
-        report_id: r.try_get("report_id")?,
-        input: r.try_get("input")?,
-        probe_cc: r.try_get("probe_cc")?,
-        probe_asn: r.try_get("probe_asn")?,
-        test_name: r.try_get("test_name")?,
-        measurement_start_time: r.try_get("measurement_start_time")?,
-        anomaly: r.try_get("anomaly")?,
-        confirmed: r.try_get("confirmed")?,
-        msm_failure: r.try_get("msm_failure")?,
-        scores: r.try_get("scores")?,
-    })
-}
-
-fn meta_row<R: Row>(r: &R) -> Result<MetaRow, sqlx::Error>
-where
-    for<'a> &'a str: sqlx::ColumnIndex<R>,
-    String: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    Option<String>: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    i64: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    bool: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    NaiveDateTime: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-{
-    Ok(MetaRow {
-        measurement_uid: r.try_get("measurement_uid")?,
-        report_id: r.try_get("report_id")?,
-        input: r.try_get("input")?,
-        test_name: r.try_get("test_name")?,
-        test_start_time: r.try_get("test_start_time")?,
-        measurement_start_time: r.try_get("measurement_start_time")?,
-        probe_asn: r.try_get("probe_asn")?,
-        probe_cc: r.try_get("probe_cc")?,
-        scores: r.try_get("scores")?,
-        anomaly: r.try_get("anomaly")?,
-        confirmed: r.try_get("confirmed")?,
-        msm_failure: r.try_get("msm_failure")?,
-        category_code: r.try_get("category_code")?,
-        is_verified: r.try_get("is_verified")?,
-    })
-}
-
 /// How a metadata lookup names its measurement.
 pub enum MetaKey<'a> {
     Uid(&'a str),
@@ -238,7 +149,7 @@ pub enum MetaKey<'a> {
 impl Store {
     /// One page of a search, ordered as asked and then by uid so pages never
     /// overlap.
-    pub async fn list_measurements(&self, q: &ListQuery) -> Result<Vec<ListRow>, StoreError> {
+    pub async fn list_measurements(&self, q: &ListQuery) -> Result<Vec<FastpathRow>, StoreError> {
         let dir = if q.descending { "DESC" } else { "ASC" };
         let order = format!(
             " ORDER BY f.{} {dir}, f.measurement_uid {dir} LIMIT ",
@@ -246,31 +157,32 @@ impl Store {
         );
         macro_rules! run {
             ($pool:expr) => {{
-                let mut qb = QueryBuilder::new(format!("SELECT {LIST_COLUMNS} FROM fastpath f"));
+                let mut qb = QueryBuilder::new(format!("SELECT {COLUMNS} FROM fastpath f"));
                 push_list_filters!(qb, q);
                 qb.push(&order)
                     .push_bind(q.limit)
                     .push(" OFFSET ")
                     .push_bind(q.offset);
                 let rows = qb.build().fetch_all($pool).await?;
-                rows.iter().map(list_row).collect::<Result<Vec<_>, _>>()?
+                rows.iter()
+                    .map(fastpath_row)
+                    .collect::<Result<Vec<_>, _>>()?
             }};
         }
-        Ok(match self {
-            Store::Sqlite(p) => run!(p),
-            Store::Postgres(p) => run!(p),
-        })
+        Ok(on_pool!(self, p => run!(p)))
     }
 
-    /// The row a metadata lookup names (first by uid), without rows of ASN 0.
-    pub async fn measurement_meta(&self, key: MetaKey<'_>) -> Result<Option<MetaRow>, StoreError> {
-        let base =
-            "SELECT f.measurement_uid, f.report_id, f.input, f.test_name, f.test_start_time, \
-            f.measurement_start_time, f.probe_asn, f.probe_cc, f.scores, f.anomaly, f.confirmed, \
-            f.msm_failure, f.is_verified, ";
+    /// The row a metadata lookup names (first by uid), without rows of ASN 0, and its
+    /// test-list category: `None` when no join was made (a report_id lookup without
+    /// input), `""` when joined without a match.
+    pub async fn measurement_meta(
+        &self,
+        key: MetaKey<'_>,
+    ) -> Result<Option<(FastpathRow, Option<String>)>, StoreError> {
+        let base = format!("SELECT {COLUMNS}, ");
         macro_rules! run {
             ($pool:expr) => {{
-                let mut qb = QueryBuilder::new(base);
+                let mut qb = QueryBuilder::new(&base);
                 match &key {
                     MetaKey::Uid(uid) => {
                         qb.push(format!("COALESCE({CATEGORY}, '') AS category_code FROM fastpath f WHERE f.measurement_uid = "))
@@ -290,14 +202,11 @@ impl Store {
                 }
                 qb.push(" AND f.probe_asn <> 0 ORDER BY f.measurement_uid LIMIT 1");
                 match qb.build().fetch_optional($pool).await? {
-                    Some(r) => Some(meta_row(&r)?),
+                    Some(r) => Some((fastpath_row(&r)?, r.try_get("category_code")?)),
                     None => None,
                 }
             }};
         }
-        Ok(match self {
-            Store::Sqlite(p) => run!(p),
-            Store::Postgres(p) => run!(p),
-        })
+        Ok(on_pool!(self, p => run!(p)))
     }
 }
