@@ -153,27 +153,13 @@ macro_rules! push_filters {
             ("probe_cc", &q.probe_ccs),
             ("test_name", &q.test_names),
         ] {
-            if !list.is_empty() {
-                $qb.push(format!(" AND f.{col} IN ("));
-                let mut sep = $qb.separated(", ");
-                for v in list {
-                    sep.push_bind(v.clone());
-                }
-                $qb.push(")");
-            }
+            push_in_list!($qb, col, list);
         }
         for (col, list) in [
             ("probe_asn", &q.probe_asns),
             ("ooni_run_link_id", &q.ooni_run_link_ids),
         ] {
-            if !list.is_empty() {
-                $qb.push(format!(" AND f.{col} IN ("));
-                let mut sep = $qb.separated(", ");
-                for v in list {
-                    sep.push_bind(*v);
-                }
-                $qb.push(")");
-            }
+            push_in_list!($qb, col, list);
         }
         if let Some(v) = q.since {
             $qb.push(" AND f.measurement_start_time >= ").push_bind(v);

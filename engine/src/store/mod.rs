@@ -23,6 +23,22 @@ macro_rules! on_pool {
     };
 }
 
+/// Pushes ` AND f.{column} IN (…)` with one bind per value; nothing for an empty
+/// list (no filter).
+macro_rules! push_in_list {
+    ($qb:expr, $column:expr, $values:expr) => {{
+        let values = $values;
+        if !values.is_empty() {
+            $qb.push(format!(" AND f.{} IN (", $column));
+            let mut sep = $qb.separated(", ");
+            for v in values.iter().cloned() {
+                sep.push_bind(v);
+            }
+            $qb.push(")");
+        }
+    }};
+}
+
 mod aggregate;
 mod jsonl;
 mod overview;

@@ -122,14 +122,7 @@ macro_rules! push_list_filters {
             ("test_version", &q.test_versions),
             ("engine_version", &q.engine_versions),
         ] {
-            if !list.is_empty() {
-                $qb.push(format!(" AND f.{col} IN ("));
-                let mut sep = $qb.separated(", ");
-                for v in list {
-                    sep.push_bind(v.clone());
-                }
-                $qb.push(")");
-            }
+            push_in_list!($qb, col, list);
         }
         if let Some(v) = q.ooni_run_link_id {
             $qb.push(" AND f.ooni_run_link_id = ").push_bind(v);
