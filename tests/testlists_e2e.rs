@@ -29,13 +29,15 @@ async fn test_lists_feed_the_url_lists_and_the_domain_routes() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let db = TestDb::new(Db::Sqlite, tmp.path()).await;
-    let lists = repo_lists();
-    let out = run_cli(
-        &["testlists", "import", lists.to_str().unwrap()],
-        &data,
-        &db.url,
-        &[],
-    );
+    let import = |dir: &Path| {
+        run_cli(
+            &["testlists", "import", dir.to_str().unwrap()],
+            &data,
+            &db.url,
+            &[],
+        )
+    };
+    let out = import(&repo_lists());
     assert!(
         out.status.success(),
         "{}",
@@ -151,12 +153,7 @@ async fn test_lists_feed_the_url_lists_and_the_domain_routes() {
         "url,category_code\nhttps://news.example/,NEWS\n",
     )
     .unwrap();
-    let out = run_cli(
-        &["testlists", "import", fewer.to_str().unwrap()],
-        &data,
-        &db.url,
-        &[],
-    );
+    let out = import(&fewer);
     assert!(out.status.success());
     let (_, v) = get("/api/v1/test-list/urls?country_code=IT".into()).await;
     assert_eq!(v["metadata"]["count"], json!(1));
@@ -165,12 +162,7 @@ async fn test_lists_feed_the_url_lists_and_the_domain_routes() {
         "url,category_code\n\"https://x.it/,POLR\n",
     )
     .unwrap();
-    let out = run_cli(
-        &["testlists", "import", fewer.to_str().unwrap()],
-        &data,
-        &db.url,
-        &[],
-    );
+    let out = import(&fewer);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
