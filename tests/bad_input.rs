@@ -69,6 +69,8 @@ async fn bad_uploads_get_clear_errors_and_store_nothing() {
         &[
             ("OONI_MAX_BODY_BYTES", "1000000"),
             ("OONI_MAX_DECOMPRESSED_BYTES", "2000000"),
+            // The uploader's lock file would be a new file that no upload made.
+            ("OONI_UPLOAD_INTERVAL_SECS", "0"),
         ],
     );
     let c = client();
@@ -230,7 +232,10 @@ async fn bad_uploads_get_clear_errors_and_store_nothing() {
         for (k, v) in &case.headers {
             req = req.header(*k, *v);
         }
-        let resp = req.send().await.unwrap();
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
         let status = resp.status().as_u16();
         let ctype = resp
             .headers()

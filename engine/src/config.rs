@@ -92,6 +92,37 @@ pub struct Config {
     pub can_cache_mb: usize,
     /// gzip level of cans: 1 (fastest) to 9 (smallest).
     pub can_gzip_level: u32,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Longest wait for a request's head, idle keep-alive time included, in seconds.
+    pub header_timeout_secs: u64,
+    /// Largest request head (request line and headers), in bytes; 431 above it.
+    pub max_header_bytes: usize,
+    /// Longest wait for an upload's body, in seconds; 408 after it.
+    pub body_timeout_secs: u64,
+    /// Longest wait, on SIGTERM, for in-flight requests and then for batched rows,
+    /// in seconds each. What is cut is in the spool and is scored at the next start.
+    pub shutdown_timeout_secs: u64,
+    /// Uploads are refused with 503 while the spool's filesystem has less free space
+    /// than this, in MiB, so that what was acknowledged always fits.
+    pub spool_min_free_mb: u64,
+    /// Bytes of measurements held between the spool and the scorers, in MiB; beyond
+    /// it (or `scoring_queue` measurements) they wait in the spool.
+    pub scoring_queue_mb: usize,
+    /// Meter the query API per client address (spec/api.md §5).
+    pub rate_limit: bool,
+    /// Request-time budget per client address, in seconds, per day / week / month.
+    pub rate_limit_day_secs: f64,
+    pub rate_limit_week_secs: f64,
+    pub rate_limit_month_secs: f64,
+    /// Client addresses never metered (Explorer's server, monitoring).
+    pub rate_limit_allow: Vec<String>,
+    /// Paths never metered: exact, or a prefix when they end in `*`.
+    pub rate_limit_unmetered: Vec<String>,
+    /// Header holding the client address, set by a trusted reverse proxy (for
+    /// example `X-Real-Ip`); empty uses the connection's address. Only set this behind
+    /// a proxy that overwrites the header, or clients choose their own address.
+    pub client_ip_header: String,
 }
 
 impl Default for Config {
@@ -127,6 +158,32 @@ impl Default for Config {
             can_max_raw_bytes: 64 * 1024 * 1024,
             can_cache_mb: 256,
             can_gzip_level: 6,
+            max_connections: 4096,
+            header_timeout_secs: 30,
+            max_header_bytes: 64 * 1024,
+            body_timeout_secs: 60,
+            shutdown_timeout_secs: 30,
+            spool_min_free_mb: 256,
+            scoring_queue_mb: 256,
+            rate_limit: true,
+            rate_limit_day_secs: 4000.0,
+            rate_limit_week_secs: 20_000.0,
+            rate_limit_month_secs: 60_000.0,
+            rate_limit_allow: Vec::new(),
+            rate_limit_unmetered: [
+                "/",
+                "/health",
+                "/metrics",
+                "/report*",
+                "/api/v1/check-in",
+                "/api/v1/collectors",
+                "/api/v1/test-helpers",
+                "/api/v1/test-list/urls",
+                "/admin/*",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            client_ip_header: String::new(),
         }
     }
 }
@@ -136,6 +193,18 @@ fn env_parse<T: std::str::FromStr>(var: &'static str, into: &mut T) -> Result<()
         *into = value.parse().map_err(|_| ConfigError::Env { var, value })?;
     }
     Ok(())
+}
+
+/// A comma-separated list.
+fn env_list(var: &'static str, into: &mut Vec<String>) {
+    if let Ok(value) = std::env::var(var) {
+        *into = value
+            .split(',')
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+            .collect();
+    }
 }
 
 impl Config {
@@ -186,6 +255,21 @@ impl Config {
         env_parse("OONI_CAN_MAX_RAW_BYTES", &mut cfg.can_max_raw_bytes)?;
         env_parse("OONI_CAN_CACHE_MB", &mut cfg.can_cache_mb)?;
         env_parse("OONI_CAN_GZIP_LEVEL", &mut cfg.can_gzip_level)?;
+        env_parse("OONI_MAX_CONNECTIONS", &mut cfg.max_connections)?;
+        env_parse("OONI_HEADER_TIMEOUT_SECS", &mut cfg.header_timeout_secs)?;
+        env_parse("OONI_MAX_HEADER_BYTES", &mut cfg.max_header_bytes)?;
+        env_parse("OONI_BODY_TIMEOUT_SECS", &mut cfg.body_timeout_secs)?;
+        env_parse("OONI_SHUTDOWN_TIMEOUT_SECS", &mut cfg.shutdown_timeout_secs)?;
+        env_parse("OONI_SPOOL_MIN_FREE_MB", &mut cfg.spool_min_free_mb)?;
+        env_parse("OONI_SCORING_QUEUE_MB", &mut cfg.scoring_queue_mb)?;
+        env_parse("OONI_RATE_LIMIT", &mut cfg.rate_limit)?;
+        env_parse("OONI_RATE_LIMIT_DAY_SECS", &mut cfg.rate_limit_day_secs)?;
+        env_parse("OONI_RATE_LIMIT_WEEK_SECS", &mut cfg.rate_limit_week_secs)?;
+        env_parse("OONI_RATE_LIMIT_MONTH_SECS", &mut cfg.rate_limit_month_secs)?;
+        env_list("OONI_RATE_LIMIT_ALLOW", &mut cfg.rate_limit_allow);
+        env_list("OONI_RATE_LIMIT_UNMETERED", &mut cfg.rate_limit_unmetered);
+        env_parse("OONI_CLIENT_IP_HEADER", &mut cfg.client_ip_header)?;
+        cfg.quota_settings()?;
         cfg.fingerprint_mode()?;
         if let Ok(v) = std::env::var("OONI_LOG_FORMAT") {
             cfg.log_format = match v.as_str() {
@@ -281,6 +365,54 @@ impl Config {
 
     pub fn plugins_dir(&self) -> Option<PathBuf> {
         (!self.plugins_dir.as_os_str().is_empty()).then(|| self.plugins_dir.clone())
+    }
+
+    /// The rate limiter's settings; `None` when it is off.
+    pub fn quota_settings(
+        &self,
+    ) -> Result<Option<crate::api::ratelimit::QuotaSettings>, ConfigError> {
+        use crate::api::ratelimit::QuotaSettings;
+        if !self.rate_limit {
+            return Ok(None);
+        }
+        let allow = self
+            .rate_limit_allow
+            .iter()
+            .map(|a| {
+                a.parse().map_err(|_| ConfigError::Env {
+                    var: "rate_limit_allow (OONI_RATE_LIMIT_ALLOW)",
+                    value: a.clone(),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let client_ip_header = match self.client_ip_header.trim() {
+            "" => None,
+            h => Some(h.parse().map_err(|_| ConfigError::Env {
+                var: "client_ip_header (OONI_CLIENT_IP_HEADER)",
+                value: h.to_owned(),
+            })?),
+        };
+        Ok(Some(QuotaSettings {
+            buckets: QuotaSettings::ooni(
+                self.rate_limit_day_secs,
+                self.rate_limit_week_secs,
+                self.rate_limit_month_secs,
+            ),
+            allow,
+            unmetered: self.rate_limit_unmetered.clone(),
+            client_ip_header,
+            max_clients: 1 << 20,
+        }))
+    }
+
+    pub fn server_limits(&self) -> crate::http::ServerLimits {
+        use std::time::Duration;
+        crate::http::ServerLimits {
+            max_connections: self.max_connections.max(1),
+            header_timeout: Duration::from_secs(self.header_timeout_secs.max(1)),
+            max_header_bytes: self.max_header_bytes,
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
+        }
     }
 
     pub fn scoring_workers(&self) -> usize {

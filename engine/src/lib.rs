@@ -8,6 +8,7 @@ pub mod commands;
 pub mod config;
 pub mod failpoint;
 pub mod fingerprints;
+pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod objstore;

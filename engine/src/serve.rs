@@ -5,6 +5,7 @@ use crate::api::{router, AppState};
 use crate::bodies::Bodies;
 use crate::config::Config;
 use crate::fingerprints::{FingerprintSet, Fingerprints};
+use crate::http::{ConnectionStats, Drained};
 use crate::ingest::spool::Spool;
 use crate::metrics::Metrics;
 use crate::scoring::registry::{Registry, RegistryOptions};
@@ -87,6 +88,7 @@ pub fn open_uploader(
 }
 
 pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
+    raise_open_file_limit();
     let store = open_store(&cfg).await?;
     let spool = Spool::open(&cfg.spool_dir(), cfg.spool_group_commit)
         .with_context(|| format!("opening the spool at {}", cfg.spool_dir().display()))?;
@@ -116,6 +118,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         &PipelineConfig {
             workers: cfg.scoring_workers(),
             queue: cfg.scoring_queue,
+            queue_bytes: cfg.scoring_queue_mb.max(1) * 1024 * 1024,
             batch_rows: cfg.db_batch_rows,
             batch_wait: Duration::from_millis(cfg.db_batch_wait_ms),
         },
@@ -146,6 +149,11 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     };
     let watch = pipeline.spawn_backlog_watch(spool.clone(), store.clone());
 
+    let quotas = cfg
+        .quota_settings()?
+        .map(|q| Arc::new(crate::api::ratelimit::Quotas::new(q)));
+    let limits = cfg.server_limits();
+    let connections = Arc::new(ConnectionStats::default());
     let state = AppState {
         config: Arc::new(cfg),
         spool,
@@ -155,11 +163,25 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         registry,
         bodies,
         uploader,
+        quotas,
+        connections: connections.clone(),
     };
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    let drain_bound = limits.shutdown_timeout;
+    match crate::http::serve(
+        listener,
+        router(state),
+        limits,
+        connections,
+        shutdown_signal(),
+    )
+    .await
+    {
+        Drained::Clean => tracing::info!("stopped accepting; in-flight requests finished"),
+        Drained::Cut(n) => tracing::warn!(
+            connections = n,
+            "connections still busy at the shutdown bound were cut"
+        ),
+    }
 
     tracing::info!("draining the scoring pipeline");
     watch.abort();
@@ -167,10 +189,33 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     if let Some(s) = schedule {
         s.abort();
     }
-    let _ = recovery.await;
-    tasks.shutdown(vec![pipeline]).await;
+    recovery.abort();
+    let drain = tasks.shutdown(vec![pipeline]);
+    if tokio::time::timeout(drain_bound, drain).await.is_err() {
+        // The database is down or slow: what is not written is in the spool and is
+        // scored again at the next start.
+        tracing::warn!("batched rows not written within the shutdown bound; the spool keeps them");
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Each connection and spool file takes a descriptor; the soft limit is often far
+/// below what the hard limit allows.
+fn raise_open_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::debug!("could not raise the open-file limit");
+            }
+        }
+    }
 }
 
 /// SIGHUP reloads plugins and fingerprints, as `POST /admin/reload` does.

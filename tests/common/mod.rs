@@ -514,3 +514,68 @@ pub async fn upload_corpus(
     assert_eq!(refused, 1);
     out
 }
+
+/// A TCP forwarder that can be cut: stands between the engine and a real server
+/// (PostgreSQL) so a test can take that server "down" — every open connection is
+/// closed and new ones are refused — and bring it back, without touching the server.
+pub struct TcpProxy {
+    pub port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl TcpProxy {
+    pub async fn start(target: &'static str) -> TcpProxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (up2, conns2) = (up.clone(), conns.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    continue; // dropped: the client sees the connection closed
+                }
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                    continue;
+                };
+                let h = tokio::spawn(async move {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                });
+                conns2.lock().unwrap().push(h);
+            }
+        });
+        TcpProxy {
+            port,
+            up,
+            conns,
+            accept,
+        }
+    }
+
+    pub fn set_up(&self, up: bool) {
+        self.up.store(up, std::sync::atomic::Ordering::SeqCst);
+        if !up {
+            for h in self.conns.lock().unwrap().drain(..) {
+                h.abort();
+            }
+        }
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.set_up(false);
+    }
+}
+
+/// A value of a Prometheus metric (first sample whose name and labels match).
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}

@@ -9,6 +9,7 @@ pub mod ops;
 pub mod params;
 pub mod private;
 pub mod probe;
+pub mod ratelimit;
 pub mod search;
 pub mod testlist;
 
@@ -37,6 +38,9 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub bodies: Arc<Bodies>,
     pub uploader: Arc<Uploader>,
+    /// The query API's rate limiter; `None` when it is off.
+    pub quotas: Option<Arc<ratelimit::Quotas>>,
+    pub connections: Arc<crate::http::ConnectionStats>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -83,6 +87,10 @@ pub fn router(state: AppState) -> Router {
         // Bodies are read by the handlers themselves with their own limit and a JSON
         // 413; this only stops axum's own extractors from refusing earlier.
         .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ratelimit::limit,
+        ))
         // Explorer's pages call the API from the browser, cross-origin.
         .layer(axum::middleware::map_response(allow_any_origin))
         .with_state(state)

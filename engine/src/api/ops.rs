@@ -20,6 +20,16 @@ pub async fn health(State(st): State<AppState>) -> Response {
     if let Err(e) = tokio::fs::write(&probe, b"ok").await {
         errors.push(format!("spool: {e}"));
     }
+    let reserve = st.config.spool_min_free_mb.saturating_mul(1024 * 1024);
+    match st.spool.free_bytes() {
+        Ok(free) if free < reserve => errors.push(format!(
+            "spool: {} MiB free, below the {} MiB reserve; uploads are refused",
+            free / (1024 * 1024),
+            st.config.spool_min_free_mb
+        )),
+        Ok(_) => {}
+        Err(e) => errors.push(format!("spool: cannot read free space: {e}")),
+    }
     match tokio::time::timeout(Duration::from_secs(3), st.uploader.objects().ping()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => errors.push(format!("object store: {e}")),
@@ -58,7 +68,54 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
             "Time spent in spool syncs",
             s.sync_micros.load(Relaxed) as f64 / 1e6,
         ),
+        (
+            "ooni_spool_free_bytes",
+            "Free bytes on the spool's filesystem",
+            st.spool.free_bytes().map_or(f64::NAN, |b| b as f64),
+        ),
+        (
+            "ooni_spool_oldest_hour_age_seconds",
+            "Age of the oldest hour still in the spool, from its start (uploader lag)",
+            oldest_hour_age(&st),
+        ),
+        (
+            "ooni_score_queue_bytes",
+            "Bytes of measurements waiting for a scorer",
+            st.pipeline.queued_bytes() as f64,
+        ),
+        (
+            "ooni_http_connections_open",
+            "HTTP connections open",
+            st.connections.open.load(Relaxed) as f64,
+        ),
+        (
+            "ooni_http_connections_accepted",
+            "HTTP connections accepted since start",
+            st.connections.accepted.load(Relaxed) as f64,
+        ),
+        (
+            "ooni_rate_limited_requests",
+            "Query API requests refused with 429 since start",
+            st.quotas
+                .as_ref()
+                .map_or(0.0, |q| q.rejected.load(Relaxed) as f64),
+        ),
+        (
+            "ooni_rate_limit_clients",
+            "Client addresses the rate limiter remembers",
+            st.quotas.as_ref().map_or(0.0, |q| q.clients() as f64),
+        ),
     ];
     let text = st.metrics.render(&extra);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+fn oldest_hour_age(st: &AppState) -> f64 {
+    let Ok(Some(hour)) = st.spool.oldest_hour() else {
+        return 0.0;
+    };
+    match chrono::NaiveDateTime::parse_from_str(&format!("{hour}0000"), "%Y%m%d%H%M%S") {
+        Ok(t) => (chrono::Utc::now().naive_utc() - t).num_seconds().max(0) as f64,
+        Err(_) => 0.0,
+    }
 }

@@ -20,7 +20,7 @@ use ooni_core::ids::{
 use rand::RngCore;
 use serde_json::{json, Map, Value};
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The test names check-in mints a report id for (spec/api.md §1.2).
 const CHECK_IN_TESTS: [&str; 21] = [
@@ -236,16 +236,33 @@ pub async fn submit_measurement(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
+        drain_briefly(body).await;
         return Err(rejection(&st, Rejection::TooLarge(limit)));
     }
-    let raw = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        // axum reports an over-long chunked body only through its message.
-        if e.to_string().contains("length limit") {
-            rejection(&st, Rejection::TooLarge(limit))
-        } else {
-            ApiError::bad_request("body_read_failed", format!("cannot read the body: {e}"))
-        }
-    })?;
+    check_spool_room(&st)?;
+    let body_timeout = Duration::from_secs(st.config.body_timeout_secs.max(1));
+    let raw = tokio::time::timeout(body_timeout, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| {
+            st.metrics.reject("body_timeout");
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "Request timeout",
+                "body_timeout",
+                format!(
+                    "the body did not arrive within {} s",
+                    body_timeout.as_secs()
+                ),
+            )
+        })?
+        .map_err(|e| {
+            // axum reports an over-long chunked body only through its message.
+            if e.to_string().contains("length limit") {
+                rejection(&st, Rejection::TooLarge(limit))
+            } else {
+                ApiError::bad_request("body_read_failed", format!("cannot read the body: {e}"))
+            }
+        })?;
     let encoding = match headers.get(header::CONTENT_ENCODING) {
         None => None,
         Some(v) => Some(
@@ -269,6 +286,9 @@ pub async fn submit_measurement(
         .ok_or_else(|| ApiError::unavailable("could not form a measurement uid"))?;
     if let Err(e) = st.spool.write(dir, uid.clone(), body.clone()).await {
         tracing::error!(error = %e, uid = %uid, "spool write failed");
+        if e.raw_os_error() == Some(libc::ENOSPC) {
+            return Err(spool_full(&st, "the spool's disk is full"));
+        }
         st.metrics.reject("spool_unavailable");
         return Err(ApiError::unavailable(format!(
             "the measurement could not be stored: {e}"
@@ -284,6 +304,56 @@ pub async fn submit_measurement(
         Json(json!({"measurement_uid": uid})),
         "no-cache",
     ))
+}
+
+/// Reads and drops some of a refused body before answering: a client still
+/// sending when the connection closes gets a reset instead of the 413. Bounded in
+/// bytes and time, so a refused body costs little.
+async fn drain_briefly(body: Body) {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut left: usize = 4 * 1024 * 1024;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while left > 0 {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(f))) => {
+                left = left.saturating_sub(f.data_ref().map_or(0, |d| d.len()));
+            }
+            _ => break,
+        }
+    }
+}
+
+/// Refuses an upload while the spool's disk is nearly full: what is acknowledged
+/// must fit, so the probe is asked to come back later instead.
+fn check_spool_room(st: &AppState) -> Result<(), ApiError> {
+    let min = st.config.spool_min_free_mb.saturating_mul(1024 * 1024);
+    match st.spool.free_bytes() {
+        Ok(free) if free < min => Err(spool_full(
+            st,
+            &format!(
+                "the spool's disk has {} MiB free, below the {} MiB kept in reserve",
+                free / (1024 * 1024),
+                st.config.spool_min_free_mb
+            ),
+        )),
+        Ok(_) => Ok(()),
+        // Cannot tell: let the write itself decide.
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the spool's free space");
+            Ok(())
+        }
+    }
+}
+
+fn spool_full(st: &AppState, detail: &str) -> ApiError {
+    st.metrics.reject("spool_full");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Service unavailable",
+        "spool_full",
+        format!("{detail}; retry later"),
+    )
 }
 
 /// `POST /report/{report_id}/close`: always `{}`.

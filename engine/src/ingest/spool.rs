@@ -34,6 +34,10 @@ pub struct SpoolStats {
     pub groups: std::sync::atomic::AtomicU64,
     pub writes: std::sync::atomic::AtomicU64,
     pub sync_micros: std::sync::atomic::AtomicU64,
+    /// Free bytes of the spool's filesystem at the last check, and when that was
+    /// (milliseconds since the spool opened, plus one; 0 = never).
+    free_bytes: std::sync::atomic::AtomicU64,
+    free_checked_ms: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Clone)]
@@ -42,7 +46,11 @@ pub struct Spool {
     quarantine: PathBuf,
     tx: mpsc::Sender<WriteJob>,
     pub stats: Arc<SpoolStats>,
+    opened: Instant,
 }
+
+/// How often the free space is read again; a burst of uploads shares one reading.
+const FREE_SPACE_TTL_MS: u64 = 250;
 
 /// A spooled measurement found on disk.
 #[derive(Debug, Clone)]
@@ -93,7 +101,37 @@ impl Spool {
             quarantine,
             tx,
             stats,
+            opened: Instant::now(),
         })
+    }
+
+    /// Free bytes (for an unprivileged writer) of the spool's filesystem, re-read at
+    /// most every quarter second.
+    pub fn free_bytes(&self) -> io::Result<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = self.opened.elapsed().as_millis() as u64 + 1;
+        let last = self.stats.free_checked_ms.load(Relaxed);
+        if last != 0 && now.saturating_sub(last) < FREE_SPACE_TTL_MS {
+            return Ok(self.stats.free_bytes.load(Relaxed));
+        }
+        let free = filesystem_free_bytes(&self.incoming)?;
+        self.stats.free_bytes.store(free, Relaxed);
+        self.stats.free_checked_ms.store(now, Relaxed);
+        Ok(free)
+    }
+
+    /// The hour (`YYYYMMDDHH`) of the oldest hour directory still in the spool: how
+    /// far behind the uploader is.
+    pub fn oldest_hour(&self) -> io::Result<Option<String>> {
+        Ok(fs::read_dir(&self.incoming)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter_map(|n| {
+                let hour = n.split('_').next()?;
+                (hour.len() == 10 && hour.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| hour.to_owned())
+            })
+            .min())
     }
 
     /// Stores `body` as `{dir}/{uid}.post` and returns once it is durable on disk.
@@ -203,6 +241,21 @@ fn write_file(incoming: &Path, known_dirs: &mut HashSet<String>, job: &WriteJob)
     fs::rename(&tmp, dir.join(format!("{}.post", job.uid)))
 }
 
+fn filesystem_free_bytes(path: &Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in spool path"))?;
+    // SAFETY: statvfs writes only into the zeroed struct passed; `c` outlives the call.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut st) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
+        Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+    }
+}
+
 fn syncfs(f: &File) -> io::Result<()> {
     // SAFETY: syncfs only reads the descriptor, which `f` keeps open.
     let rc = unsafe { libc::syncfs(f.as_raw_fd()) };
@@ -301,6 +354,22 @@ mod tests {
         assert_eq!(spool.stats.writes.load(Relaxed), 200);
         assert!(spool.stats.groups.load(Relaxed) < 200);
         assert_eq!(spool.scan().unwrap().len(), 200);
+    }
+
+    #[tokio::test]
+    async fn free_space_and_oldest_hour_are_read() {
+        let root = tempfile::tempdir().unwrap();
+        let spool = Spool::open(root.path(), 8).unwrap();
+        assert!(spool.free_bytes().unwrap() > 0);
+        assert_eq!(spool.oldest_hour().unwrap(), None);
+        for d in [
+            "2026112805_IT_web_connectivity",
+            "2026112803_DE_ndt",
+            "notanhour",
+        ] {
+            fs::create_dir_all(spool.incoming_dir().join(d)).unwrap();
+        }
+        assert_eq!(spool.oldest_hour().unwrap().as_deref(), Some("2026112803"));
     }
 
     #[test]

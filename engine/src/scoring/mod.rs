@@ -10,7 +10,7 @@ use crate::metrics::Metrics;
 use crate::store::{DropRecord, Store};
 use ooni_core::{derive_row, FastpathRow, Outcome};
 use registry::Registry;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -32,6 +32,8 @@ enum Scored {
 pub struct PipelineConfig {
     pub workers: usize,
     pub queue: usize,
+    /// Most body bytes held in the queue.
+    pub queue_bytes: usize,
     pub batch_rows: usize,
     pub batch_wait: Duration,
 }
@@ -42,6 +44,8 @@ pub struct Pipeline {
     tx: crossbeam_channel::Sender<ScoreJob>,
     backlog: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
+    queued_bytes: Arc<AtomicUsize>,
+    max_bytes: usize,
 }
 
 /// What `shutdown` waits for.
@@ -59,15 +63,17 @@ impl Pipeline {
     ) -> std::io::Result<(Pipeline, PipelineTasks)> {
         let (tx, rx) = crossbeam_channel::bounded::<ScoreJob>(cfg.queue.max(1));
         let (out_tx, out_rx) = mpsc::channel::<Scored>(cfg.batch_rows.max(1) * 4);
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
         let mut workers = Vec::new();
         for i in 0..cfg.workers.max(1) {
             let rx = rx.clone();
             let out = out_tx.clone();
             let registry = registry.clone();
+            let queued_bytes = queued_bytes.clone();
             workers.push(
                 std::thread::Builder::new()
                     .name(format!("score-{i}"))
-                    .spawn(move || score_loop(rx, out, registry))?,
+                    .spawn(move || score_loop(rx, out, registry, queued_bytes))?,
             );
         }
         drop(out_tx);
@@ -83,20 +89,33 @@ impl Pipeline {
                 tx,
                 backlog: Arc::new(AtomicBool::new(false)),
                 metrics,
+                queued_bytes,
+                max_bytes: cfg.queue_bytes.max(1),
             },
             PipelineTasks { workers, writer },
         ))
     }
 
     /// Hands a durable measurement to the scorers without waiting. When the queue is
-    /// full the measurement stays in the spool and the catch-up scan scores it later.
+    /// full (by count or by bytes) the measurement stays in the spool and the
+    /// catch-up scan scores it later: memory stays bounded however far the scorers
+    /// or the database fall behind.
     pub fn offer(&self, job: ScoreJob) {
-        if self.tx.try_send(job).is_err() {
+        let n = job.body.len();
+        // Counted before the send: a scorer may take the job (and subtract) at once.
+        let before = self.queued_bytes.fetch_add(n, Ordering::Relaxed);
+        if before.saturating_add(n) > self.max_bytes || self.tx.try_send(job).is_err() {
+            self.queued_bytes.fetch_sub(n, Ordering::Relaxed);
             self.backlog.store(true, Ordering::Release);
             self.metrics
                 .score_queue_overflows
                 .fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Bytes of measurement bodies waiting for a scorer.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::Relaxed)
     }
 
     /// Scores every spooled measurement that has neither a row nor a drop record.
@@ -119,6 +138,7 @@ impl Pipeline {
             let tx = self.tx.clone();
             let spool = spool.clone();
             let metrics = self.metrics.clone();
+            let (queued_bytes, max_bytes) = (self.queued_bytes.clone(), self.max_bytes);
             queued += tokio::task::spawn_blocking(move || {
                 let mut n = 0;
                 for f in todo {
@@ -141,6 +161,13 @@ impl Pipeline {
                         metrics.quarantined.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
+                    // The scan waits for room rather than overflowing itself.
+                    while queued_bytes.load(Ordering::Relaxed).saturating_add(body.len()) > max_bytes
+                        && queued_bytes.load(Ordering::Relaxed) > 0
+                    {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    queued_bytes.fetch_add(body.len(), Ordering::Relaxed);
                     let job = ScoreJob { uid: f.uid, body: body.into(), acked_at: None };
                     if tx.send(job).is_err() {
                         break;
@@ -198,11 +225,13 @@ fn score_loop(
     rx: crossbeam_channel::Receiver<ScoreJob>,
     out: mpsc::Sender<Scored>,
     registry: Arc<Registry>,
+    queued_bytes: Arc<AtomicUsize>,
 ) {
     // Probes wait on the spool, not on scoring: under load, taking uploads comes
     // first and scoring catches up (the queue and the spool absorb the difference).
     lower_thread_priority();
     for job in rx {
+        queued_bytes.fetch_sub(job.body.len(), Ordering::Relaxed);
         let scored = match score_measurement(&registry, &job.uid, &job.body) {
             Scoring::Row(row) => Scored::Row(row, job.acked_at),
             Scoring::Drop(d) => Scored::Drop(d),
