@@ -10,7 +10,86 @@ use std::time::Duration;
 /// Most recent ack→row latencies kept for the quantiles.
 const LATENCY_WINDOW: usize = 20_000;
 
-#[derive(Default)]
+/// Upper bounds, in seconds, of latency histograms: 10 µs to 10 s.
+const LATENCY_BOUNDS: &[f64] = &[
+    1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1.0, 10.0,
+];
+/// Upper bounds of batch-size histograms.
+const SIZE_BOUNDS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0];
+
+/// A Prometheus histogram with fixed buckets, updated with atomics only (it sits on
+/// the scoring path).
+pub struct Histogram {
+    bounds: &'static [f64],
+    buckets: Vec<AtomicU64>,
+    /// Sum of observations in millionths.
+    sum_micro: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Default for Histogram {
+    /// A latency histogram, in seconds.
+    fn default() -> Self {
+        Histogram::with_bounds(LATENCY_BOUNDS)
+    }
+}
+
+impl Histogram {
+    pub fn with_bounds(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            sum_micro: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    pub fn sizes() -> Self {
+        Histogram::with_bounds(SIZE_BOUNDS)
+    }
+
+    pub fn observe(&self, v: f64) {
+        if let Some(i) = self.bounds.iter().position(|b| v <= *b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.sum_micro.fetch_add((v.max(0.0) * 1e6) as u64, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Relaxed)
+    }
+
+    /// The `_bucket`, `_sum` and `_count` lines; `labels` is `k="v",…` or empty.
+    pub fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        for (b, n) in self.bounds.iter().zip(&self.buckets) {
+            cumulative += n.load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cumulative}");
+        }
+        let count = self.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(
+            out,
+            "{name}_sum{braces} {}\n{name}_count{braces} {count}",
+            self.sum_micro.load(Relaxed) as f64 / 1e6
+        );
+    }
+}
+
+/// A label value with Prometheus' escapes.
+pub fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 pub struct Metrics {
     pub uploads_accepted: AtomicU64,
     pub uploads_discarded: AtomicU64,
@@ -34,6 +113,41 @@ pub struct Metrics {
     pub can_cache_misses: AtomicU64,
     rejections: Mutex<BTreeMap<&'static str, u64>>,
     ack_to_row: Mutex<LatencyWindow>,
+    /// Rows and drop records per database write transaction.
+    pub db_batch_rows: Histogram,
+    /// Time of each database write transaction (successful attempts).
+    pub db_batch_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            uploads_accepted: Default::default(),
+            uploads_discarded: Default::default(),
+            reports_opened: Default::default(),
+            rows_written: Default::default(),
+            drops_written: Default::default(),
+            db_batches: Default::default(),
+            db_errors: Default::default(),
+            score_queue_overflows: Default::default(),
+            recovered: Default::default(),
+            quarantined: Default::default(),
+            uploader_runs: Default::default(),
+            uploader_failed_runs: Default::default(),
+            uploader_last_success_unix: Default::default(),
+            cans_uploaded: Default::default(),
+            canned_measurements: Default::default(),
+            can_bytes_uploaded: Default::default(),
+            object_store_errors: Default::default(),
+            bodies_from_spool: Default::default(),
+            bodies_from_cans: Default::default(),
+            can_cache_misses: Default::default(),
+            rejections: Default::default(),
+            ack_to_row: Default::default(),
+            db_batch_rows: Histogram::sizes(),
+            db_batch_seconds: Histogram::default(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -205,6 +319,12 @@ impl Metrics {
             "# HELP ooni_uploader_last_success_timestamp_seconds When the last uploader pass finished without error\n# TYPE ooni_uploader_last_success_timestamp_seconds gauge\nooni_uploader_last_success_timestamp_seconds {}",
             self.uploader_last_success_unix.load(Relaxed)
         );
+        let _ = writeln!(out, "# HELP ooni_db_batch_rows Rows and drop records per database write\n# TYPE ooni_db_batch_rows histogram");
+        self.db_batch_rows
+            .render(&mut out, "ooni_db_batch_rows", "");
+        let _ = writeln!(out, "# HELP ooni_db_batch_seconds Time of a database write transaction\n# TYPE ooni_db_batch_seconds histogram");
+        self.db_batch_seconds
+            .render(&mut out, "ooni_db_batch_seconds", "");
         for (name, help, v) in extra {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
@@ -230,5 +350,28 @@ mod tests {
         let text = m.render(&[]);
         assert!(text.contains("ooni_upload_rejections_total{reason=\"bad_json\"} 1"));
         assert!(text.contains("ooni_ack_to_row_seconds_count 100"));
+    }
+
+    #[test]
+    fn histograms_are_cumulative() {
+        let h = Histogram::sizes();
+        for v in [1.0, 3.0, 3.0, 700.0, 5000.0] {
+            h.observe(v);
+        }
+        let mut out = String::new();
+        h.render(&mut out, "x", "plugin=\"a\"");
+        assert!(out.contains("x_bucket{plugin=\"a\",le=\"1\"} 1\n"), "{out}");
+        assert!(out.contains("x_bucket{plugin=\"a\",le=\"5\"} 3\n"), "{out}");
+        assert!(
+            out.contains("x_bucket{plugin=\"a\",le=\"1000\"} 4\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_bucket{plugin=\"a\",le=\"+Inf\"} 5\n"),
+            "{out}"
+        );
+        assert!(out.contains("x_sum{plugin=\"a\"} 5707\n"), "{out}");
+        assert!(out.contains("x_count{plugin=\"a\"} 5\n"), "{out}");
+        assert_eq!(label("a\"b\\c"), "a\\\"b\\\\c");
     }
 }

@@ -106,7 +106,8 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
             st.quotas.as_ref().map_or(0.0, |q| q.clients() as f64),
         ),
     ];
-    let text = st.metrics.render(&extra);
+    let mut text = st.metrics.render(&extra);
+    plugin_metrics(&st, &mut text);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
@@ -118,4 +119,64 @@ fn oldest_hour_age(st: &AppState) -> f64 {
         Ok(t) => (chrono::Utc::now().naive_utc() - t).num_seconds().max(0) as f64,
         Err(_) => 0.0,
     }
+}
+
+/// Per plugin: identity, calls, failures and a latency histogram; and the
+/// fingerprint set in use.
+fn plugin_metrics(st: &AppState, out: &mut String) {
+    use crate::metrics::label;
+    use std::fmt::Write;
+    let set = st.registry.snapshot();
+    let _ = writeln!(
+        out,
+        "# HELP ooni_plugin_info A loaded scorer plugin\n# TYPE ooni_plugin_info gauge"
+    );
+    for p in &set.plugins {
+        let _ = writeln!(
+            out,
+            "ooni_plugin_info{{plugin=\"{}\",version=\"{}\",kind=\"{}\",digest=\"{}\"}} 1",
+            label(&p.info.name),
+            label(&p.info.version),
+            p.kind,
+            label(&p.digest)
+        );
+    }
+    for (metric, help) in [
+        ("ooni_plugin_calls_total", "Scorer plugin calls"),
+        (
+            "ooni_plugin_failures_total",
+            "Scorer plugin calls that failed (trap, timeout, bad output)",
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} counter");
+        for p in &set.plugins {
+            let v = if metric == "ooni_plugin_calls_total" {
+                &p.stats.calls
+            } else {
+                &p.stats.failures
+            };
+            let _ = writeln!(
+                out,
+                "{metric}{{plugin=\"{}\"}} {}",
+                label(&p.info.name),
+                v.load(Relaxed)
+            );
+        }
+    }
+    let _ = writeln!(out, "# HELP ooni_plugin_score_seconds Time of one scorer plugin call\n# TYPE ooni_plugin_score_seconds histogram");
+    for p in &set.plugins {
+        p.stats.seconds.render(
+            out,
+            "ooni_plugin_score_seconds",
+            &format!("plugin=\"{}\"", label(&p.info.name)),
+        );
+    }
+    let fps = st.registry.fingerprints().current();
+    let _ = writeln!(
+        out,
+        "# HELP ooni_fingerprints_info The blocking-fingerprint set in use\n# TYPE ooni_fingerprints_info gauge\nooni_fingerprints_info{{version=\"{}\",dns=\"{}\",http=\"{}\"}} 1",
+        label(&fps.version),
+        fps.dns,
+        fps.http
+    );
 }

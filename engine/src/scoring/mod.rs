@@ -316,8 +316,15 @@ async fn write_loop(
         }
         let mut backoff = Duration::from_millis(100);
         loop {
+            let t = Instant::now();
             match store.write_batch(&rows, &drops).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    metrics.db_batch_seconds.observe(t.elapsed().as_secs_f64());
+                    metrics
+                        .db_batch_rows
+                        .observe((rows.len() + drops.len()) as f64);
+                    break;
+                }
                 Err(e) => {
                     metrics.db_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(error = %e, rows = rows.len(), "database write failed; retrying");

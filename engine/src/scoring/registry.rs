@@ -28,6 +28,8 @@ pub struct PluginStats {
     pub failures: AtomicU64,
     pub nanos: AtomicU64,
     pub last_error: Mutex<Option<String>>,
+    /// Time per call, for `/metrics`.
+    pub seconds: crate::metrics::Histogram,
 }
 
 /// A scorer plugin as loaded, instrumented.
@@ -51,9 +53,9 @@ impl Scorer for LoadedPlugin {
     fn score(&self, msm: &Measurement<'_>) -> Result<Scores, ScoreError> {
         let t = Instant::now();
         let r = self.scorer.score(msm);
-        self.stats
-            .nanos
-            .fetch_add(t.elapsed().as_nanos() as u64, Relaxed);
+        let took = t.elapsed();
+        self.stats.nanos.fetch_add(took.as_nanos() as u64, Relaxed);
+        self.stats.seconds.observe(took.as_secs_f64());
         self.stats.calls.fetch_add(1, Relaxed);
         if let Err(e) = &r {
             self.stats.failures.fetch_add(1, Relaxed);

@@ -5,10 +5,10 @@
 //! set, exact values into a hash map. Matches come back in the order of the set, as
 //! OONI reports them.
 
-use super::schema::{regex_source, Fingerprint, Kind, PatternType};
+use super::schema::{regex_source, Fingerprint, Kind, PatternType, REGEX_SIZE_LIMIT};
 use aho_corasick::AhoCorasick;
 use ooni_scorer_sdk::{b64, FingerprintMatch, Host};
-use regex::bytes::RegexSet;
+use regex::bytes::{RegexSet, RegexSetBuilder};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 
@@ -129,9 +129,15 @@ fn dns_key(s: &str, mode: Mode) -> String {
     }
 }
 
+/// One set for the regexps of one location. Each was compiled alone on load within
+/// `REGEX_SIZE_LIMIT`; the set needs about the sum of their sizes, so its limit is
+/// that much per member (with one shared limit, a few large regexps that each load
+/// fine would make the set fail to build).
 fn regex_set(items: &[(u32, &str)]) -> (RegexSet, Vec<u32>) {
-    let set = RegexSet::new(items.iter().map(|(_, p)| regex_source(p)))
-        .expect("regexps were validated on load");
+    let set = RegexSetBuilder::new(items.iter().map(|(_, p)| regex_source(p)))
+        .size_limit(REGEX_SIZE_LIMIT.saturating_mul(items.len().max(1)))
+        .build()
+        .expect("regexps were validated on load, each within REGEX_SIZE_LIMIT");
     (set, items.iter().map(|(i, _)| *i).collect())
 }
 
@@ -356,7 +362,7 @@ impl Host for Matcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fingerprints::schema::parse_file;
+    use crate::fingerprints::schema::{check_unique, parse_file};
 
     const SET: &str = r#"
 [[dns]]
@@ -514,6 +520,62 @@ pattern = 'Cisco-WSA/\d+'
             r#"{"location": {"format": "base64", "data": "aHR0cDovL3dhcm5pbmcuZXhhbXBsZS94"}}"#;
         assert_eq!(names(c.headers(b64)), ["h.prefix"]);
         assert!(c.headers("not json").is_empty());
+    }
+
+    /// Found with the `fingerprints` fuzz target: three regexps that each load (each
+    /// compiles within the size limit) passed the limit together, and `Matcher::new`
+    /// panicked building their set, so a reload of valid files took the engine down.
+    #[test]
+    fn large_regexps_that_each_load_build_a_matcher() {
+        let mut text = String::new();
+        for i in 0..3 {
+            text.push_str(&format!(
+                "[[dns]]\nname = \"d{i}\"\nscope = \"isp\"\npattern_type = \"regexp\"\npattern = '\\w{{100}}{i}'\n\n\
+                 [[http]]\nname = \"b{i}\"\nscope = \"isp\"\nlocation_found = \"body\"\npattern_type = \"regexp\"\npattern = '\\w{{100}}{i}'\n\n\
+                 [[http]]\nname = \"h{i}\"\nscope = \"isp\"\nlocation_found = \"header.x\"\npattern_type = \"regexp\"\npattern = '\\w{{100}}{i}'\n\n"
+            ));
+        }
+        let fps = parse_file("big_regexps.toml", &text).unwrap();
+        assert_eq!(fps.len(), 9);
+        check_unique(&fps).unwrap();
+        let c = Matcher::new(&fps, Mode::Compat);
+        let s = Matcher::new(&fps, Mode::Strict);
+        let hit = format!("{}2", "é".repeat(100));
+        assert_eq!(names(s.dns(&hit)), ["d2"]);
+        assert_eq!(names(s.body(hit.as_bytes())), ["b2"]);
+        assert_eq!(
+            names(s.headers(&serde_json::json!({ "X": hit }).to_string())),
+            ["h2"]
+        );
+        assert!(
+            c.body(hit.as_bytes()).is_empty(),
+            "compat: regexps are literals"
+        );
+    }
+
+    /// Found with the `fingerprints` fuzz target (a fingerprint must match its own
+    /// pattern): the loader lower-cased header names in ASCII only and the matcher
+    /// lower-cases a measurement's names Unicode-wide, so a fingerprint on a header
+    /// name with a non-ASCII capital could never match.
+    #[test]
+    fn non_ascii_header_names_match_in_any_case() {
+        let text = r#"
+[[http]]
+name = "h"
+scope = "isp"
+location_found = "header.X-\u00c9"
+pattern_type = "full"
+pattern = "x"
+"#;
+        let fps = parse_file("h.toml", text).unwrap();
+        assert_eq!(fps[0].location_found, "header.x-\u{e9}");
+        for mode in [Mode::Compat, Mode::Strict] {
+            let m = Matcher::new(&fps, mode);
+            for name in ["X-\u{c9}", "x-\u{e9}", "X-\u{e9}"] {
+                let h = serde_json::json!({ name: "x" }).to_string();
+                assert_eq!(names(m.headers(&h)), ["h"], "{mode:?} {name}");
+            }
+        }
     }
 
     #[test]

@@ -56,6 +56,17 @@ pub struct Fingerprint {
     pub origin: String,
 }
 
+/// The compiled size a single regexp may reach (the regex crate's default, made
+/// explicit): checked on load, and the matcher's sets allow this much per member.
+pub const REGEX_SIZE_LIMIT: usize = 10 << 20;
+
+/// Compiles one fingerprint regexp as the loader checks it.
+fn compile_regex(pattern: &str) -> Result<regex::bytes::Regex, regex::Error> {
+    regex::bytes::RegexBuilder::new(&regex_source(pattern))
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+}
+
 /// The regexps come from Censored Planet and are written for Go's RE2, where a `{`
 /// that does not open a counted repetition (`{2}`, `{2,}`, `{2,5}`) is a literal.
 /// Rust's regex refuses those, so they are escaped.
@@ -189,8 +200,7 @@ fn check(kind: Kind, raw: RawFingerprint, origin: String) -> Result<Fingerprint,
         return Err("pattern is empty".into());
     }
     if pattern_type == PatternType::Regexp {
-        regex::bytes::Regex::new(&regex_source(&raw.pattern))
-            .map_err(|e| format!("invalid regexp: {e}"))?;
+        compile_regex(&raw.pattern).map_err(|e| format!("invalid regexp: {e}"))?;
     }
     let location_found = match (kind, raw.location_found) {
         (Kind::Dns, None) => "dns".to_owned(),
@@ -205,7 +215,9 @@ fn check(kind: Kind, raw: RawFingerprint, origin: String) -> Result<Fingerprint,
         }
         (Kind::Http, Some(l)) if l == "body" => l,
         (Kind::Http, Some(l)) => match l.strip_prefix("header.") {
-            Some(h) if !h.is_empty() => format!("header.{}", h.to_ascii_lowercase()),
+            // Lower-cased as the matcher lower-cases a measurement's header names
+            // (and as the importers do): Unicode-wide, not ASCII only.
+            Some(h) if !h.is_empty() => format!("header.{}", h.to_lowercase()),
             _ => {
                 return Err(format!(
                     "location_found {l:?} must be \"body\" or \"header.<name>\""
