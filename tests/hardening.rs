@@ -528,3 +528,72 @@ async fn the_query_api_is_rate_limited_per_client() {
     let m = metrics_text(&c, &e).await;
     assert_eq!(metric(&m, "ooni_rate_limited_requests"), Some(2.0));
 }
+
+/// `/metrics` carries what an operator watches (per-plugin latency and failures,
+/// versions, database batches, spool and connections), and with `log_format = "json"`
+/// every log line is one JSON object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_json_logs_are_there_for_operators() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let db = TestDb::new(Db::Sqlite, dir.path()).await;
+    let log = dir.path().join("engine.log");
+    let e = Engine::start_logging(
+        &data,
+        &db.url,
+        &[
+            ("OONI_LOG_FORMAT", "json"),
+            ("RUST_LOG", "info"),
+            ("OONI_ADMIN_TOKEN", "t0ken"),
+        ],
+        Some(&log),
+    );
+    let c = client();
+    let mut uids = Vec::new();
+    for i in 0..3 {
+        uids.push(submit_measurement(&c, &e, &measurement(i)).await);
+    }
+    wait_all_known(&db.store().await, &uids, Duration::from_secs(30)).await;
+    let m = metrics_text(&c, &e).await;
+    let sample = |prefix: &str| -> f64 {
+        m.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(m.contains("ooni_plugin_info{plugin=\""), "{m}");
+    assert!(m.contains("ooni_fingerprints_info{version=\""), "{m}");
+    assert_eq!(sample("ooni_plugin_score_seconds_count{"), 3.0, "{m}");
+    assert_eq!(sample("ooni_plugin_calls_total{"), 3.0, "{m}");
+    assert_eq!(sample("ooni_plugin_failures_total{"), 0.0, "{m}");
+    assert_eq!(metric(&m, "ooni_db_batch_rows_sum"), Some(3.0), "{m}");
+    assert!(metric(&m, "ooni_db_batch_seconds_count").unwrap() >= 1.0);
+    assert_eq!(metric(&m, "ooni_uploads_accepted_total"), Some(3.0));
+    assert_eq!(metric(&m, "ooni_spool_depth"), Some(3.0));
+    assert!(metric(&m, "ooni_spool_oldest_hour_age_seconds").unwrap() < 7200.0);
+    assert!(metric(&m, "ooni_http_connections_open").unwrap() >= 1.0);
+    // Canned: the spool is empty again.
+    let r = c
+        .post(e.url("/admin/upload?all=true"))
+        .bearer_auth("t0ken")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let m = metrics_text(&c, &e).await;
+    assert_eq!(metric(&m, "ooni_spool_depth"), Some(0.0), "{m}");
+    drop(e);
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "engine started" && l["level"] == "INFO"),
+        "{text}"
+    );
+}

@@ -301,9 +301,8 @@ async fn a_plugin_failing_on_every_call_fails_only_its_own_measurements() {
         "{healthy} healthy, {failing} failing"
     );
 
-    // One failure counted per failing measurement, and nothing else counted as one.
-    // (The engine counts scorer failures per plugin in /admin/plugins; /metrics has
-    // the row and upload totals.)
+    // One failure counted per failing measurement, and nothing else counted as one:
+    // in /admin/plugins and in /metrics.
     let status = admin_get(&c, &engine, "/admin/plugins", TOKEN).await;
     let hostile = status["plugins"]
         .as_array()
@@ -325,6 +324,23 @@ async fn a_plugin_failing_on_every_call_fails_only_its_own_measurements() {
         }
     }
     let text = metrics_text(&c, &engine).await;
+    let hostile_series = format!("{{plugin=\"{HOSTILE}\"}}");
+    assert_eq!(
+        counter(
+            &text,
+            &format!("ooni_plugin_failures_total{hostile_series}")
+        ),
+        failing
+    );
+    assert_eq!(
+        counter(&text, &format!("ooni_plugin_calls_total{hostile_series}")),
+        failing
+    );
+    for l in text.lines() {
+        if l.starts_with("ooni_plugin_failures_total{") && !l.contains(&hostile_series) {
+            assert!(l.ends_with(" 0"), "{l}");
+        }
+    }
     assert_eq!(counter(&text, "ooni_score_queue_overflows_total"), 0);
     assert_eq!(
         counter(&text, "ooni_uploads_accepted_total"),

@@ -111,6 +111,8 @@ pub struct Metrics {
     pub bodies_from_spool: AtomicU64,
     pub bodies_from_cans: AtomicU64,
     pub can_cache_misses: AtomicU64,
+    /// Spool files the uploader removed after canning them.
+    pub spool_files_removed: AtomicU64,
     rejections: Mutex<BTreeMap<&'static str, u64>>,
     ack_to_row: Mutex<LatencyWindow>,
     /// Rows and drop records per database write transaction.
@@ -142,6 +144,7 @@ impl Default for Metrics {
             bodies_from_spool: Default::default(),
             bodies_from_cans: Default::default(),
             can_cache_misses: Default::default(),
+            spool_files_removed: Default::default(),
             rejections: Default::default(),
             ack_to_row: Default::default(),
             db_batch_rows: Histogram::sizes(),

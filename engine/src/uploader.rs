@@ -251,6 +251,9 @@ impl Uploader {
             );
             report.finished_deletes += done.len();
             delete_files(&path, &done)?;
+            self.metrics
+                .spool_files_removed
+                .fetch_add(done.len() as u64, Relaxed);
         }
         key.number = self.db.next_can_number(dir).await?;
         let mut rest: &[SpooledFile] = &todo;
@@ -268,6 +271,9 @@ impl Uploader {
                 .await?;
             failpoint::hit("uploader_after_index");
             delete_files(&path, &rest[..used])?;
+            self.metrics
+                .spool_files_removed
+                .fetch_add(used as u64, Relaxed);
             let bytes = can.postcan.len() + can.jsonl.len();
             report.cans += 1;
             report.measurements += used;

@@ -125,6 +125,16 @@ pub struct Engine {
 
 impl Engine {
     pub fn start(data_dir: &Path, db_url: &str, env: &[(&str, &str)]) -> Engine {
+        Engine::start_logging(data_dir, db_url, env, None)
+    }
+
+    /// As `start`, with the engine's log (stderr) written to `log` when given.
+    pub fn start_logging(
+        data_dir: &Path,
+        db_url: &str,
+        env: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> Engine {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ooni-engine"));
         // Relative defaults (plugins/, fingerprints/) land beside the data, not in the repo.
         if let Some(parent) = data_dir.parent() {
@@ -135,7 +145,10 @@ impl Engine {
             .args(["--database-url", db_url])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(match log {
+                Some(p) => Stdio::from(std::fs::File::create(p).expect("log file")),
+                None => Stdio::inherit(),
+            });
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -69,6 +69,11 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
             s.sync_micros.load(Relaxed) as f64 / 1e6,
         ),
         (
+            "ooni_spool_depth",
+            "Measurements in the spool (not yet canned)",
+            spool_depth(&st),
+        ),
+        (
             "ooni_spool_free_bytes",
             "Free bytes on the spool's filesystem",
             st.spool.free_bytes().map_or(f64::NAN, |b| b as f64),
@@ -179,4 +184,13 @@ fn plugin_metrics(st: &AppState, out: &mut String) {
         fps.dns,
         fps.http
     );
+}
+
+/// Files at open, plus writes, minus what the uploader and quarantine took away.
+fn spool_depth(st: &AppState) -> f64 {
+    let s = &st.spool.stats;
+    let added = s.files_at_open.load(Relaxed) + s.writes.load(Relaxed);
+    let removed =
+        st.metrics.spool_files_removed.load(Relaxed) + st.metrics.quarantined.load(Relaxed);
+    added.saturating_sub(removed) as f64
 }

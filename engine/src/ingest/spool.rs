@@ -34,6 +34,8 @@ pub struct SpoolStats {
     pub groups: std::sync::atomic::AtomicU64,
     pub writes: std::sync::atomic::AtomicU64,
     pub sync_micros: std::sync::atomic::AtomicU64,
+    /// Measurements in the spool when it was opened.
+    pub files_at_open: std::sync::atomic::AtomicU64,
     /// Free bytes of the spool's filesystem at the last check, and when that was
     /// (milliseconds since the spool opened, plus one; 0 = never).
     free_bytes: std::sync::atomic::AtomicU64,
@@ -67,6 +69,7 @@ impl Spool {
         let quarantine = root.join("quarantine");
         fs::create_dir_all(&incoming)?;
         fs::create_dir_all(&quarantine)?;
+        let mut files_at_open = 0u64;
         for dir in fs::read_dir(&incoming)? {
             let dir = dir?.path();
             if !dir.is_dir() {
@@ -80,6 +83,9 @@ impl Spool {
             };
             for f in entries {
                 let p = f?.path();
+                if p.extension().is_some_and(|e| e == "post") {
+                    files_at_open += 1;
+                }
                 if p.extension().is_some_and(|e| e == "tmp") {
                     tracing::info!(path = %p.display(), "removing unacknowledged temporary spool file");
                     fs::remove_file(&p)?;
@@ -88,6 +94,9 @@ impl Spool {
         }
         let (tx, rx) = mpsc::channel(group_max.max(1) * 4);
         let stats = Arc::new(SpoolStats::default());
+        stats
+            .files_at_open
+            .store(files_at_open, std::sync::atomic::Ordering::Relaxed);
         let root_fd = File::open(&incoming)?;
         let thread_incoming = incoming.clone();
         let thread_stats = stats.clone();

@@ -35,6 +35,10 @@ struct Args {
     /// Seed for the choice of countries, networks and measurements.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Query mode: instead of uploading, every client GETs this path (e.g.
+    /// `/api/v1/measurements?limit=10`) as fast as it is answered.
+    #[arg(long)]
+    get: Option<String>,
 }
 
 const COUNTRIES: [&str; 12] = [
@@ -152,9 +156,65 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
+/// Query mode: `clients` loops of GET `path` for `seconds`; answers by status.
+async fn query_load(args: &Args, path: &str) -> anyhow::Result<()> {
+    let c = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.probes)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let url = format!("{}{path}", args.url);
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..args.probes {
+        let (c, url) = (c.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let (mut limited, mut errors) = (0usize, 0usize);
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match c.get(&url).send().await {
+                    Ok(r) if r.status().is_success() && r.bytes().await.is_ok() => {
+                        lat.push(t.elapsed().as_secs_f64())
+                    }
+                    Ok(r) if r.status() == 429 => limited += 1,
+                    _ => errors += 1,
+                }
+            }
+            (lat, limited, errors)
+        }));
+    }
+    let (mut lat, mut limited, mut errors) = (Vec::new(), 0, 0);
+    for t in tasks {
+        let (l, r, e) = t.await?;
+        lat.extend(l);
+        limited += r;
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    lat.sort_by(f64::total_cmp);
+    println!(
+        "{}",
+        json!({
+            "clients": args.probes,
+            "path": path,
+            "seconds": elapsed,
+            "answered": lat.len(),
+            "rate_limited": limited,
+            "errors": errors,
+            "requests_per_s": lat.len() as f64 / elapsed,
+            "latency_ms": {"p50": quantile(&lat, 0.5) * 1e3, "p99": quantile(&lat, 0.99) * 1e3},
+        })
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(path) = args.get.clone() {
+        return query_load(&args, &path).await;
+    }
     let corpus = load_corpus(&args.corpus)?;
     let c = reqwest::Client::builder()
         .pool_max_idle_per_host(args.probes)
