@@ -174,9 +174,10 @@ async fn query_load(args: &Args, path: &str) -> anyhow::Result<()> {
             while Instant::now() < deadline {
                 let t = Instant::now();
                 match c.get(&url).send().await {
-                    Ok(r) if r.status().is_success() && r.bytes().await.is_ok() => {
-                        lat.push(t.elapsed().as_secs_f64())
-                    }
+                    Ok(r) if r.status().is_success() => match r.bytes().await {
+                        Ok(_) => lat.push(t.elapsed().as_secs_f64()),
+                        Err(_) => errors += 1,
+                    },
                     Ok(r) if r.status() == 429 => limited += 1,
                     _ => errors += 1,
                 }
