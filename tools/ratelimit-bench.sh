@@ -16,16 +16,16 @@ QUERY='/api/v1/measurements?limit=10&since=2026-01-01&until=2026-12-31'
 
 round() { # $1 = true|false
   local log="$WORK/engine-$1.log"
-  OONI_RATE_LIMIT="$1" OONI_UPLOAD_INTERVAL_SECS=0 OONI_PLUGINS_DIR= OONI_FINGERPRINTS_DIR= \
+  OONI_RATE_LIMIT="$1" OONI_UPLOAD_INTERVAL_SECS=0 OONI_PLUGINS_DIR="$WORK/plugins" OONI_FINGERPRINTS_DIR="$WORK/fingerprints" \
     "$BIN/ooni-engine" serve --listen 127.0.0.1:0 --data-dir "$WORK/data" >"$log" 2>/dev/null &
   local pid=$!
   local addr=""
-  for _ in $(seq 1 200); do
+  for _ in $(seq 1 1200); do
     addr="$(sed -n 's/^ooni-engine listening on //p' "$log")"
     [ -n "$addr" ] && break
     sleep 0.05
   done
-  [ -n "$addr" ] || { echo "engine did not start" >&2; exit 1; }
+  [ -n "$addr" ] || { echo "engine did not start:" >&2; cat "$log" >&2; exit 1; }
   local out
   out="$("$BIN/ooni-loadgen" --url "http://$addr" --get "$QUERY" --probes "$CLIENTS" --seconds "$SECS")"
   kill "$pid"; wait "$pid" 2>/dev/null || true
@@ -33,9 +33,9 @@ round() { # $1 = true|false
 }
 
 # Some rows to query: the engine's own upload load for a few seconds.
-OONI_UPLOAD_INTERVAL_SECS=0 "$BIN/ooni-engine" serve --listen 127.0.0.1:0 --data-dir "$WORK/data" >"$WORK/seed.log" 2>/dev/null &
+OONI_UPLOAD_INTERVAL_SECS=0 OONI_PLUGINS_DIR="$WORK/plugins" OONI_FINGERPRINTS_DIR="$WORK/fingerprints" "$BIN/ooni-engine" serve --listen 127.0.0.1:0 --data-dir "$WORK/data" >"$WORK/seed.log" 2>/dev/null &
 SEED=$!
-for _ in $(seq 1 200); do grep -q listening "$WORK/seed.log" && break; sleep 0.05; done
+for _ in $(seq 1 1200); do grep -q listening "$WORK/seed.log" && break; sleep 0.05; done
 "$BIN/ooni-loadgen" --url "http://$(sed -n 's/^ooni-engine listening on //p' "$WORK/seed.log")" \
   --probes 16 --seconds 3 >/dev/null
 kill "$SEED"; wait "$SEED" 2>/dev/null || true
