@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 const TOKEN: &str = "crash-loop-admin-token";
@@ -83,12 +83,12 @@ async fn crash_loop(db: Db) {
     let data = dir.path().join("data");
     let tdb = TestDb::new(db, dir.path()).await;
     let c = client();
-    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut acked = Vec::<String>::new();
     let mut payloads: Vec<(String, String)> = Vec::new();
     let mut rng = rand::thread_rng();
     let (mut kills_while_uploading, mut kills_while_canning) = (0, 0);
 
-    for cycle in 0..kills() {
+    for _ in 0..kills() {
         let mut engine = Engine::start(&data, &tdb.url, &env());
         if payloads.is_empty() {
             for m in measurements() {
@@ -101,40 +101,14 @@ async fn crash_loop(db: Db) {
                 ));
             }
         }
-        let payloads = Arc::new(payloads.clone());
         let stop = Arc::new(AtomicBool::new(false));
-        let mut probes = Vec::new();
-        for p in 0..6 {
-            let (c, base, payloads, acked, stop) = (
-                c.clone(),
-                engine.base.clone(),
-                payloads.clone(),
-                acked.clone(),
-                stop.clone(),
-            );
-            probes.push(tokio::spawn(async move {
-                let mut i = p * 5 + cycle;
-                while !stop.load(Ordering::Relaxed) {
-                    let (rid, body) = &payloads[i % payloads.len()];
-                    i += 1;
-                    // Cut off by the kill: not acknowledged, so not promised.
-                    let Ok(r) = c
-                        .post(format!("{base}/report/{rid}"))
-                        .header("content-type", "application/json")
-                        .body(body.clone())
-                        .send()
-                        .await
-                    else {
-                        continue;
-                    };
-                    if let Ok(v) = r.json::<Value>().await {
-                        if let Some(uid) = v["measurement_uid"].as_str() {
-                            acked.lock().unwrap().push(uid.to_owned());
-                        }
-                    }
-                }
-            }));
-        }
+        let mut probes = spawn_uploaders(
+            &c,
+            &engine.base,
+            Arc::new(payloads.clone()),
+            6,
+            stop.clone(),
+        );
         let upload_for = Duration::from_millis(rng.gen_range(150..700));
         if rng.gen_bool(0.4) {
             // Killed mid-upload, rows partly batched.
@@ -147,9 +121,7 @@ async fn crash_loop(db: Db) {
             // and the kill lands somewhere inside it.
             tokio::time::sleep(upload_for).await;
             stop.store(true, Ordering::Relaxed);
-            for p in probes.drain(..) {
-                p.await.unwrap();
-            }
+            acked.extend(join_uploaders(std::mem::take(&mut probes)).await.0);
             tokio::time::sleep(Duration::from_millis(150)).await;
             let (c2, base) = (c.clone(), engine.base.clone());
             let pass = tokio::spawn(async move { admin_upload(&c2, &base).await });
@@ -158,16 +130,13 @@ async fn crash_loop(db: Db) {
             kills_while_canning += 1;
             let _ = pass.await;
         }
-        for p in probes {
-            p.await.unwrap();
-        }
+        acked.extend(join_uploaders(probes).await.0);
     }
 
     let canned_during_kills = files_ending(&data.join("objects"), ".tar.gz").len();
     // Restart, let recovery score everything, and let one full uploader pass settle
     // whatever a kill left between its steps.
     let engine = Engine::start(&data, &tdb.url, &env());
-    let acked: Vec<String> = acked.lock().unwrap().clone();
     let store = tdb.store().await;
     wait_all_known(&store, &acked, Duration::from_secs(120)).await;
     let pass = admin_upload(&c, &engine.base)

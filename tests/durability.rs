@@ -7,11 +7,12 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-/// Small corpus measurements that produce rows, with their report ids opened.
-async fn payloads(c: &reqwest::Client, e: &Engine) -> Vec<(String, Value)> {
+/// Small corpus measurements that produce rows, with their report ids opened:
+/// (report id, JSON envelope).
+async fn payloads(c: &reqwest::Client, e: &Engine) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (rel, msm) in corpus_measurements() {
         if expected_for(&rel)["dropped"] == json!(true) || msm.to_string().len() > 20_000 {
@@ -20,7 +21,10 @@ async fn payloads(c: &reqwest::Client, e: &Engine) -> Vec<(String, Value)> {
         let rid = open_report(c, e, &msm).await;
         let mut content = msm.clone();
         content["report_id"] = json!(rid);
-        out.push((rid, json!({"format": "json", "content": content})));
+        out.push((
+            rid,
+            json!({"format": "json", "content": content}).to_string(),
+        ));
         if out.len() == 24 {
             break;
         }
@@ -35,46 +39,12 @@ async fn kill_during_uploads(db: Db) {
     let c = client();
     let mut engine = Engine::start(&data, &tdb.url, &[]);
     let payloads = Arc::new(payloads(&c, &engine).await);
-    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
     let stop = Arc::new(AtomicBool::new(false));
-    let mut probes = Vec::new();
-    for p in 0..16 {
-        let (c, base, payloads, acked, stop) = (
-            c.clone(),
-            engine.base.clone(),
-            payloads.clone(),
-            acked.clone(),
-            stop.clone(),
-        );
-        probes.push(tokio::spawn(async move {
-            let mut i = p;
-            while !stop.load(Ordering::Relaxed) {
-                let (rid, body) = &payloads[i % payloads.len()];
-                i += 7;
-                // A request cut off by the kill is simply not acknowledged.
-                let Ok(resp) = c
-                    .post(format!("{base}/report/{rid}"))
-                    .json(body)
-                    .send()
-                    .await
-                else {
-                    continue;
-                };
-                if let Ok(v) = resp.json::<Value>().await {
-                    if let Some(uid) = v["measurement_uid"].as_str() {
-                        acked.lock().unwrap().push(uid.to_owned());
-                    }
-                }
-            }
-        }));
-    }
+    let probes = spawn_uploaders(&c, &engine.base, payloads, 16, stop.clone());
     tokio::time::sleep(Duration::from_millis(1500)).await;
     engine.kill(); // SIGKILL
     stop.store(true, Ordering::Relaxed);
-    for p in probes {
-        p.await.unwrap();
-    }
-    let acked: Vec<String> = acked.lock().unwrap().clone();
+    let (acked, _) = join_uploaders(probes).await;
     assert!(
         acked.len() > 100,
         "only {} uploads acknowledged before the kill",
@@ -149,7 +119,8 @@ async fn sigterm_drains_and_exits_cleanly() {
     for (rid, body) in &payloads {
         let v: Value = c
             .post(engine.url(&format!("/report/{rid}")))
-            .json(body)
+            .header("content-type", "application/json")
+            .body(body.clone())
             .send()
             .await
             .unwrap()

@@ -58,9 +58,11 @@ async fn health_status(c: &reqwest::Client, e: &Engine) -> (u16, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_idle_and_oversized_clients_are_cut_and_service_goes_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let db = TestDb::new(Db::Sqlite, dir.path()).await;
+    let Scratch {
+        dir: _dir,
+        data,
+        db,
+    } = Scratch::new(Db::Sqlite).await;
     let e = Engine::start(
         &data,
         &db.url,
@@ -143,9 +145,11 @@ async fn slow_idle_and_oversized_clients_are_cut_and_service_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injection_and_traversal_attempts_get_clear_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let db = TestDb::new(Db::Sqlite, dir.path()).await;
+    let Scratch {
+        dir: _dir,
+        data,
+        db,
+    } = Scratch::new(Db::Sqlite).await;
     let e = Engine::start(&data, &db.url, &[]);
     let c = client();
     let uid = submit_measurement(&c, &e, &measurement(1)).await;
@@ -232,9 +236,11 @@ async fn injection_and_traversal_attempts_get_clear_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nearly_full_spool_disk_refuses_uploads_with_503() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let db = TestDb::new(Db::Sqlite, dir.path()).await;
+    let Scratch {
+        dir: _dir,
+        data,
+        db,
+    } = Scratch::new(Db::Sqlite).await;
     // A reserve larger than any disk: the spool's filesystem is "nearly full".
     let e = Engine::start(
         &data,
@@ -290,9 +296,11 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
 /// every acknowledged measurement gets its row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_outage_acknowledges_uploads_and_rows_catch_up() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let db = TestDb::new(Db::Postgres, dir.path()).await;
+    let Scratch {
+        dir: _dir,
+        data,
+        db,
+    } = Scratch::new(Db::Postgres).await;
     let proxy = TcpProxy::start("127.0.0.1:5432").await;
     let via_proxy = db
         .url
@@ -350,9 +358,11 @@ async fn database_outage_acknowledges_uploads_and_rows_catch_up() {
 /// the stuck client at the shutdown bound, and exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_uploads_and_exits_within_its_bound() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let db = TestDb::new(Db::Sqlite, dir.path()).await;
+    let Scratch {
+        dir: _dir,
+        data,
+        db,
+    } = Scratch::new(Db::Sqlite).await;
     let mut e = Engine::start(
         &data,
         &db.url,
@@ -376,41 +386,13 @@ async fn sigterm_finishes_in_flight_uploads_and_exits_within_its_bound() {
     .unwrap();
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut probes = Vec::new();
-    for p in 0..8 {
-        let (c, base, rid, body, stop) = (
-            c.clone(),
-            e.base.clone(),
-            rid.clone(),
-            body.clone(),
-            stop.clone(),
-        );
-        probes.push(tokio::spawn(async move {
-            let mut acked = Vec::new();
-            let mut refused = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let r = c
-                    .post(format!("{base}/report/{rid}"))
-                    .header("content-type", "application/json")
-                    .header("x-probe", p.to_string())
-                    .body(body.clone())
-                    .send()
-                    .await;
-                match r {
-                    Ok(r) if r.status() == 200 => {
-                        let v: Value = r.json().await.unwrap();
-                        acked.push(v["measurement_uid"].as_str().unwrap().to_owned());
-                    }
-                    Ok(r) => panic!("upload answered {}", r.status()),
-                    Err(_) => {
-                        refused += 1;
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                }
-            }
-            (acked, refused)
-        }));
-    }
+    let probes = spawn_uploaders(
+        &c,
+        &e.base,
+        std::sync::Arc::new(vec![(rid.clone(), body.clone())]),
+        8,
+        stop.clone(),
+    );
     tokio::time::sleep(Duration::from_millis(700)).await;
     let pid = e.child.id() as i32;
     let t = Instant::now();
@@ -430,13 +412,7 @@ async fn sigterm_finishes_in_flight_uploads_and_exits_within_its_bound() {
     let status = e.child.wait().unwrap();
     let took = t.elapsed();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut acked = Vec::new();
-    let mut refused = 0;
-    for p in probes {
-        let (a, r) = p.await.unwrap();
-        acked.extend(a);
-        refused += r;
-    }
+    let (acked, refused) = join_uploaders(probes).await;
     assert!(status.success(), "{status:?}");
     assert!(refused_new, "still accepting connections after SIGTERM");
     // Two bounds of 3 s (connections, then rows) and start-up slack; a hang fails.
@@ -473,9 +449,11 @@ fn remaining(r: &reqwest::Response) -> Option<u64> {
 /// probe routes or `/health`, and skips allow-listed addresses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_query_api_is_rate_limited_per_client() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let db = TestDb::new(Db::Sqlite, dir.path()).await;
+    let Scratch {
+        dir: _dir,
+        data,
+        db,
+    } = Scratch::new(Db::Sqlite).await;
     let e = Engine::start(
         &data,
         &db.url,
@@ -534,9 +512,7 @@ async fn the_query_api_is_rate_limited_per_client() {
 /// every log line is one JSON object.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_json_logs_are_there_for_operators() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let db = TestDb::new(Db::Sqlite, dir.path()).await;
+    let Scratch { dir, data, db } = Scratch::new(Db::Sqlite).await;
     let log = dir.path().join("engine.log");
     let e = Engine::start_logging(
         &data,

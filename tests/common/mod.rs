@@ -592,3 +592,83 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// `n` probes that upload `payloads` — (report id, JSON envelope) — round-robin until
+/// `stop` is set. Each returns the uids acknowledged to it and how many requests got
+/// no answer (the engine was killed or is stopping): those were never promised. Any
+/// answer but 200 fails the test.
+pub fn spawn_uploaders(
+    c: &reqwest::Client,
+    base: &str,
+    payloads: std::sync::Arc<Vec<(String, String)>>,
+    n: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<(Vec<String>, usize)>> {
+    (0..n)
+        .map(|p| {
+            let (c, base, payloads, stop) =
+                (c.clone(), base.to_owned(), payloads.clone(), stop.clone());
+            tokio::spawn(async move {
+                let (mut acked, mut unanswered) = (Vec::new(), 0);
+                let mut i = p * 5;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let (rid, body) = &payloads[i % payloads.len()];
+                    i += 1;
+                    let r = c
+                        .post(format!("{base}/report/{rid}"))
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await;
+                    let Ok(r) = r else {
+                        unanswered += 1;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    };
+                    let status = r.status();
+                    match r.json::<Value>().await {
+                        Ok(v) if status == 200 => acked.push(
+                            v["measurement_uid"]
+                                .as_str()
+                                .expect("a measurement_uid")
+                                .to_owned(),
+                        ),
+                        Ok(v) => panic!("upload answered {status}: {v}"),
+                        // Cut off mid-answer.
+                        Err(_) => unanswered += 1,
+                    }
+                }
+                (acked, unanswered)
+            })
+        })
+        .collect()
+}
+
+/// Waits for the uploaders and gathers what they were told.
+pub async fn join_uploaders(
+    probes: Vec<tokio::task::JoinHandle<(Vec<String>, usize)>>,
+) -> (Vec<String>, usize) {
+    let (mut acked, mut unanswered) = (Vec::new(), 0);
+    for p in probes {
+        let (a, u) = p.await.unwrap();
+        acked.extend(a);
+        unanswered += u;
+    }
+    (acked, unanswered)
+}
+
+/// A scratch directory holding the engine's data directory and a fresh database.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+    pub data: PathBuf,
+    pub db: TestDb,
+}
+
+impl Scratch {
+    pub async fn new(kind: Db) -> Scratch {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let db = TestDb::new(kind, dir.path()).await;
+        Scratch { dir, data, db }
+    }
+}
