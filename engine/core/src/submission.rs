@@ -242,6 +242,28 @@ pub fn check_metadata(meta: &Metadata) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// The `POST /report` body a probe sends to open a report for `msm`, with the
+/// measurement's own metadata (and OONI's defaults where it has none). Load tools and
+/// tests use it to play probes.
+pub fn open_report_request(msm: &Value) -> Value {
+    let s = |k: &str, d: &str| msm.get(k).and_then(Value::as_str).unwrap_or(d).to_owned();
+    let mut req = serde_json::json!({
+        "data_format_version": s("data_format_version", "0.2.0"),
+        "format": "json",
+        "software_name": s("software_name", "unknown"),
+        "software_version": s("software_version", "unknown"),
+        "test_name": s("test_name", ""),
+        "test_start_time": s("test_start_time", "2000-01-01 00:00:00"),
+        "test_version": s("test_version", "0.0.0"),
+    });
+    for k in ["probe_cc", "probe_asn"] {
+        if let Some(v) = msm.get(k).and_then(Value::as_str) {
+            req[k] = Value::String(v.to_owned());
+        }
+    }
+    req
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

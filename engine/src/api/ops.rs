@@ -20,14 +20,9 @@ pub async fn health(State(st): State<AppState>) -> Response {
     if let Err(e) = tokio::fs::write(&probe, b"ok").await {
         errors.push(format!("spool: {e}"));
     }
-    let reserve = st.config.spool_min_free_mb.saturating_mul(1024 * 1024);
-    match st.spool.free_bytes() {
-        Ok(free) if free < reserve => errors.push(format!(
-            "spool: {} MiB free, below the {} MiB reserve; uploads are refused",
-            free / (1024 * 1024),
-            st.config.spool_min_free_mb
-        )),
-        Ok(_) => {}
+    match st.spool.short_of_room(st.config.spool_min_free_mb) {
+        Ok(Some(why)) => errors.push(format!("spool: {why}; uploads are refused")),
+        Ok(None) => {}
         Err(e) => errors.push(format!("spool: cannot read free space: {e}")),
     }
     match tokio::time::timeout(Duration::from_secs(3), st.uploader.objects().ping()).await {

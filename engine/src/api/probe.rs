@@ -327,17 +327,9 @@ async fn drain_briefly(body: Body) {
 /// Refuses an upload while the spool's disk is nearly full: what is acknowledged
 /// must fit, so the probe is asked to come back later instead.
 fn check_spool_room(st: &AppState) -> Result<(), ApiError> {
-    let min = st.config.spool_min_free_mb.saturating_mul(1024 * 1024);
-    match st.spool.free_bytes() {
-        Ok(free) if free < min => Err(spool_full(
-            st,
-            &format!(
-                "the spool's disk has {} MiB free, below the {} MiB kept in reserve",
-                free / (1024 * 1024),
-                st.config.spool_min_free_mb
-            ),
-        )),
-        Ok(_) => Ok(()),
+    match st.spool.short_of_room(st.config.spool_min_free_mb) {
+        Ok(Some(why)) => Err(spool_full(st, &why)),
+        Ok(None) => Ok(()),
         // Cannot tell: let the write itself decide.
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the spool's free space");

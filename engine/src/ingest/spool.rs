@@ -129,6 +129,18 @@ impl Spool {
         Ok(free)
     }
 
+    /// `Some(why)` when the spool's filesystem has less than `reserve_mb` MiB free:
+    /// uploads are then refused, so that what was acknowledged always fits.
+    pub fn short_of_room(&self, reserve_mb: u64) -> io::Result<Option<String>> {
+        let free = self.free_bytes()?;
+        Ok((free < reserve_mb.saturating_mul(1024 * 1024)).then(|| {
+            format!(
+                "the spool's disk has {} MiB free, below the {reserve_mb} MiB kept in reserve",
+                free / (1024 * 1024)
+            )
+        }))
+    }
+
     /// The hour (`YYYYMMDDHH`) of the oldest hour directory still in the spool: how
     /// far behind the uploader is.
     pub fn oldest_hour(&self) -> io::Result<Option<String>> {

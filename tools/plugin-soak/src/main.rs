@@ -21,6 +21,7 @@
 
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
+use ooni_core::submission::open_report_request as open_request;
 use serde_json::{json, Value};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use std::collections::BTreeMap;
@@ -160,26 +161,6 @@ fn load_type(corpus: &Path, test_name: &str) -> anyhow::Result<Vec<Value>> {
         bail!("no usable {test_name} measurements under {}", dir.display());
     }
     Ok(out)
-}
-
-/// What a probe sends to open a report for `msm` (as tests/common/mod.rs does).
-fn open_request(msm: &Value) -> Value {
-    let s = |k: &str, d: &str| msm.get(k).and_then(Value::as_str).unwrap_or(d).to_owned();
-    let mut req = json!({
-        "data_format_version": s("data_format_version", "0.2.0"),
-        "format": "json",
-        "software_name": s("software_name", "unknown"),
-        "software_version": s("software_version", "unknown"),
-        "test_name": s("test_name", ""),
-        "test_start_time": s("test_start_time", "2000-01-01 00:00:00"),
-        "test_version": s("test_version", "0.0.0"),
-    });
-    for k in ["probe_cc", "probe_asn"] {
-        if let Some(v) = msm.get(k).and_then(Value::as_str) {
-            req[k] = json!(v);
-        }
-    }
-    req
 }
 
 // ---------------------------------------------------------------------------------
