@@ -90,6 +90,24 @@ pub fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Size and time of each database write transaction.
+pub struct DbBatches {
+    /// Rows and drop records per transaction.
+    pub rows: Histogram,
+    /// Time of each successful transaction.
+    pub seconds: Histogram,
+}
+
+impl Default for DbBatches {
+    fn default() -> Self {
+        DbBatches {
+            rows: Histogram::sizes(),
+            seconds: Histogram::default(),
+        }
+    }
+}
+
+#[derive(Default)]
 pub struct Metrics {
     pub uploads_accepted: AtomicU64,
     pub uploads_discarded: AtomicU64,
@@ -115,42 +133,7 @@ pub struct Metrics {
     pub spool_files_removed: AtomicU64,
     rejections: Mutex<BTreeMap<&'static str, u64>>,
     ack_to_row: Mutex<LatencyWindow>,
-    /// Rows and drop records per database write transaction.
-    pub db_batch_rows: Histogram,
-    /// Time of each database write transaction (successful attempts).
-    pub db_batch_seconds: Histogram,
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics {
-            uploads_accepted: Default::default(),
-            uploads_discarded: Default::default(),
-            reports_opened: Default::default(),
-            rows_written: Default::default(),
-            drops_written: Default::default(),
-            db_batches: Default::default(),
-            db_errors: Default::default(),
-            score_queue_overflows: Default::default(),
-            recovered: Default::default(),
-            quarantined: Default::default(),
-            uploader_runs: Default::default(),
-            uploader_failed_runs: Default::default(),
-            uploader_last_success_unix: Default::default(),
-            cans_uploaded: Default::default(),
-            canned_measurements: Default::default(),
-            can_bytes_uploaded: Default::default(),
-            object_store_errors: Default::default(),
-            bodies_from_spool: Default::default(),
-            bodies_from_cans: Default::default(),
-            can_cache_misses: Default::default(),
-            spool_files_removed: Default::default(),
-            rejections: Default::default(),
-            ack_to_row: Default::default(),
-            db_batch_rows: Histogram::sizes(),
-            db_batch_seconds: Histogram::default(),
-        }
-    }
+    pub db_batch: DbBatches,
 }
 
 #[derive(Default)]
@@ -323,10 +306,12 @@ impl Metrics {
             self.uploader_last_success_unix.load(Relaxed)
         );
         let _ = writeln!(out, "# HELP ooni_db_batch_rows Rows and drop records per database write\n# TYPE ooni_db_batch_rows histogram");
-        self.db_batch_rows
+        self.db_batch
+            .rows
             .render(&mut out, "ooni_db_batch_rows", "");
         let _ = writeln!(out, "# HELP ooni_db_batch_seconds Time of a database write transaction\n# TYPE ooni_db_batch_seconds histogram");
-        self.db_batch_seconds
+        self.db_batch
+            .seconds
             .render(&mut out, "ooni_db_batch_seconds", "");
         for (name, help, v) in extra {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");

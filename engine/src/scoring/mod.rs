@@ -319,9 +319,10 @@ async fn write_loop(
             let t = Instant::now();
             match store.write_batch(&rows, &drops).await {
                 Ok(()) => {
-                    metrics.db_batch_seconds.observe(t.elapsed().as_secs_f64());
+                    metrics.db_batch.seconds.observe(t.elapsed().as_secs_f64());
                     metrics
-                        .db_batch_rows
+                        .db_batch
+                        .rows
                         .observe((rows.len() + drops.len()) as f64);
                     break;
                 }
