@@ -23,7 +23,7 @@ struct Api {
     rows: HashMap<String, FastpathRow>,
     /// Every row.
     all: HashMap<String, FastpathRow>,
-    _tmp: tempfile::TempDir,
+    tmp: tempfile::TempDir,
 }
 
 impl Api {
@@ -51,7 +51,7 @@ impl Api {
             expected,
             rows,
             all,
-            _tmp: tmp,
+            tmp,
         }
     }
 
@@ -763,18 +763,46 @@ async fn private_routes(api: &Api) {
         "no country named ZZ"
     );
 
-    // Networks, named once asnmeta knows them.
+    // Networks, named once asnmeta knows them: OONI's AS-to-organisation map
+    // imported by the CLI, two historical names, the newest wins.
     let asn = it[0].probe_asn;
-    let store = api.db.store().await;
-    let q = "INSERT INTO asnmeta (asn, org_name, cc, changed, aut_name, source) VALUES ($1, 'Example Telecom', 'IT', '2024-01-01', 'EXAMPLE-AS', 'test')";
-    match &store {
-        ooni_engine::store::Store::Sqlite(p) => {
-            sqlx::query(q).bind(asn).execute(p).await.unwrap();
-        }
-        ooni_engine::store::Store::Postgres(p) => {
-            sqlx::query(q).bind(asn).execute(p).await.unwrap();
-        }
-    }
+    let map = api.tmp.path().join("as_org_map.json");
+    let data = api.tmp.path().join("data");
+    std::fs::write(
+        &map,
+        json!({
+            asn.to_string(): [["Old Telecom", "IT", "20150101", "OLD-AS", "RIPE"],
+                              ["Example Telecom", "IT", "20240101", "EXAMPLE-AS", "RIPE"]],
+            "64496": [["Doc Net", "ZZ", "20200101", "DOC", "test"]]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let out = run_cli(
+        &["asnmeta", "import", map.to_str().unwrap()],
+        &data,
+        &api.db.url,
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("3 network names imported"));
+    // A broken file names itself and leaves the table as it was.
+    std::fs::write(&map, r#"{"1": [["x", "IT", "2024-01-01", "y", "z"]]}"#).unwrap();
+    let out = run_cli(
+        &["asnmeta", "import", map.to_str().unwrap()],
+        &data,
+        &api.db.url,
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("as_org_map.json") && err.contains("YYYYMMDD"),
+        "{err}"
+    );
     let (_, v) = api.get("/api/_/networks").await;
     let nets = v["results"].as_array().unwrap();
     let mine = nets.iter().find(|n| n["probe_asn"] == json!(asn)).unwrap();

@@ -2,6 +2,7 @@
 //! store serves. `main.rs` is only the command line over these modules.
 
 pub mod api;
+pub mod asnmeta;
 pub mod bodies;
 pub mod cans;
 pub mod commands;

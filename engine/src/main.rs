@@ -65,6 +65,11 @@ enum Command {
         #[command(subcommand)]
         command: TestlistsCommand,
     },
+    /// Work with network names (`/api/_/asnmeta`, `/api/_/networks`).
+    Asnmeta {
+        #[command(subcommand)]
+        command: AsnmetaCommand,
+    },
     /// Work with scorer plugins.
     Plugins {
         #[command(subcommand)]
@@ -103,6 +108,17 @@ enum TestlistsCommand {
     /// or a checkout of citizenlab/test-lists).
     Import {
         dir: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Subcommand)]
+enum AsnmetaCommand {
+    /// Replace the network names with those of a file: OONI's `all_as_org_map.json`
+    /// or CAIDA's `as-org2info.txt`, either optionally gzipped.
+    Import {
+        file: PathBuf,
         #[command(flatten)]
         common: Common,
     },
@@ -178,6 +194,9 @@ fn main() -> anyhow::Result<()> {
         Command::Testlists {
             command: TestlistsCommand::Import { dir, common },
         } => (common.config()?, Job::ImportTestLists(dir)),
+        Command::Asnmeta {
+            command: AsnmetaCommand::Import { file, common },
+        } => (common.config()?, Job::ImportAsnmeta(file)),
         Command::Rescore {
             start_day,
             end_day,
@@ -272,6 +291,12 @@ fn main() -> anyhow::Result<()> {
                 println!("{n} test-list entries imported from {}", dir.display());
                 Ok(())
             }
+            Job::ImportAsnmeta(file) => {
+                let store = ooni_engine::serve::open_store(&cfg).await?;
+                let n = ooni_engine::asnmeta::import(&file, &store).await?;
+                println!("{n} network names imported from {}", file.display());
+                Ok(())
+            }
             Job::Upload { all } => {
                 let store = ooni_engine::serve::open_store(&cfg).await?;
                 let metrics = std::sync::Arc::new(ooni_engine::metrics::Metrics::default());
@@ -308,5 +333,6 @@ enum Job {
     Migrate,
     Upload { all: bool },
     ImportTestLists(PathBuf),
+    ImportAsnmeta(PathBuf),
     Rescore(ooni_engine::rescore::RescoreArgs),
 }

@@ -110,6 +110,39 @@ const COUNTS: &str = "COALESCE(SUM(CASE WHEN f.anomaly AND NOT f.confirmed AND N
     COALESCE(SUM(CASE WHEN NOT f.anomaly AND NOT f.confirmed AND NOT f.msm_failure THEN 1 ELSE 0 END), 0) AS ok_count, \
     COUNT(*) AS measurement_count";
 
+/// The same counts summed from the daily rollup (`fastpath_daily`); PostgreSQL's
+/// SUM of BIGINT is NUMERIC, hence the casts.
+const ROLLUP_COUNTS: &str = "CAST(COALESCE(SUM(f.anomaly_count), 0) AS BIGINT) AS anomaly_count, \
+    CAST(COALESCE(SUM(f.confirmed_count), 0) AS BIGINT) AS confirmed_count, \
+    CAST(COALESCE(SUM(f.failure_count), 0) AS BIGINT) AS failure_count, \
+    CAST(COALESCE(SUM(f.ok_count), 0) AS BIGINT) AS ok_count, \
+    CAST(COALESCE(SUM(f.measurement_count), 0) AS BIGINT) AS measurement_count";
+
+fn is_midnight(t: &Option<NaiveDateTime>) -> bool {
+    t.is_none_or(|t| t.time() == chrono::NaiveTime::MIN)
+}
+
+impl AggQuery {
+    /// Whether the daily rollup answers this exactly: no filter or axis finer than
+    /// (day, country, test), buckets of a day or more, and a range of whole days.
+    pub fn fits_daily_rollup(&self) -> bool {
+        self.input.is_none()
+            && self.domains.is_empty()
+            && self.category_code.is_none()
+            && self.probe_asns.is_empty()
+            && self.ooni_run_link_ids.is_empty()
+            && self.grain != Some(Grain::Hour)
+            && self.axes.iter().all(|a| {
+                matches!(
+                    a,
+                    Axis::MeasurementStartDay | Axis::ProbeCc | Axis::TestName
+                )
+            })
+            && is_midnight(&self.since)
+            && is_midnight(&self.until)
+    }
+}
+
 /// The SQL of a time bucket, rendered as OONI renders it.
 pub(crate) fn bucket(grain: Grain, postgres: bool) -> &'static str {
     match (grain, postgres) {
@@ -202,19 +235,28 @@ impl Store {
         for (i, a) in axes.iter().enumerate() {
             select.push_str(&format!("{a} AS axis{i}, "));
         }
-        select.push_str(COUNTS);
-        select.push_str(" FROM fastpath f");
+        let rollup = q.fits_daily_rollup();
+        if rollup {
+            select.push_str(ROLLUP_COUNTS);
+            select.push_str(" FROM fastpath_daily f");
+        } else {
+            select.push_str(COUNTS);
+            select.push_str(" FROM fastpath f");
+        }
         let group: Vec<String> = (0..axes.len()).map(|i| format!("axis{i}")).collect();
         macro_rules! run {
             ($pool:expr) => {{
                 let mut qb = QueryBuilder::new(&select);
                 push_filters!(qb, q);
                 if !group.is_empty() {
-                    qb.push(format!(
-                        " GROUP BY {g} ORDER BY {g} LIMIT ",
-                        g = group.join(", ")
-                    ))
-                    .push_bind(q.max_groups + 1);
+                    qb.push(format!(" GROUP BY {}", group.join(", ")));
+                    // Rollup rows whose measurements were all deleted or moved
+                    // stay at zero; the row table would have no group for them.
+                    if rollup {
+                        qb.push(" HAVING SUM(f.measurement_count) > 0");
+                    }
+                    qb.push(format!(" ORDER BY {} LIMIT ", group.join(", ")))
+                        .push_bind(q.max_groups + 1);
                 }
                 let rows = qb.build().fetch_all($pool).await?;
                 let mut out = Vec::with_capacity(rows.len());

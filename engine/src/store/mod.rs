@@ -45,7 +45,7 @@ mod overview;
 mod query;
 pub use aggregate::{AggQuery, AggRow, Axis, AxisValue, Grain};
 pub use jsonl::BodyLocation;
-pub use overview::{Candidate, DomainCount, MonthCounts, TestListEntry};
+pub use overview::{AsnMeta, Candidate, DomainCount, MonthCounts, TestListEntry};
 pub use query::{ListQuery, MetaKey, OrderBy};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");

@@ -131,6 +131,17 @@ pub struct TestListEntry {
     pub category_code: String,
 }
 
+/// One historical name of a network (table `asnmeta`, spec/api.md Appendix A).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AsnMeta {
+    pub asn: i64,
+    pub org_name: String,
+    pub cc: String,
+    pub changed: chrono::NaiveDate,
+    pub aut_name: String,
+    pub source: String,
+}
+
 /// A URL to test, with how often it was measured lately.
 #[derive(Debug, Clone)]
 pub struct Candidate {
@@ -153,6 +164,30 @@ impl Store {
                 });
                 // A URL listed twice in one file keeps its last category.
                 qb.push(" ON CONFLICT (url, cc) DO UPDATE SET category_code = excluded.category_code, domain = excluded.domain");
+                qb.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Replaces every network name in one transaction.
+    pub async fn replace_asnmeta(&self, rows: &[AsnMeta]) -> Result<(), StoreError> {
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            sqlx::query("DELETE FROM asnmeta").execute(&mut *tx).await?;
+            for chunk in rows.chunks(1000) {
+                let mut qb = sqlx::QueryBuilder::new(
+                    "INSERT INTO asnmeta (asn, org_name, cc, changed, aut_name, source) ",
+                );
+                qb.push_values(chunk, |mut b, r| {
+                    b.push_bind(r.asn)
+                        .push_bind(&r.org_name)
+                        .push_bind(&r.cc)
+                        .push_bind(r.changed)
+                        .push_bind(&r.aut_name)
+                        .push_bind(&r.source);
+                });
                 qb.build().execute(&mut *tx).await?;
             }
             tx.commit().await?;

@@ -9,7 +9,8 @@
 //!    connection, journal and sync off, 1,000-row statements, indexes built after).
 //! 2. Starts the engine on that database and times Explorer's queries over HTTP:
 //!    the search page, a country's search, a measurement page, a country page's
-//!    30-day aggregation, a 180-day MAT chart. Prints p50 / p99 per query.
+//!    30-day aggregations, 180-day MAT charts, a network page. Prints p50 / p99 per
+//!    query.
 //!
 //! `--load-only` stops after the load. `--explain` (SQLite, no HTTP) prints the plan
 //! and run time of each query's SQL as the engine sends it; with `--skip-load` it
@@ -753,8 +754,20 @@ async fn main() -> anyhow::Result<()> {
             format!("/api/v1/aggregation?probe_cc=IT&since={}&until={}&test_name=web_connectivity&axis_x=category_code", day(-30), day(1)),
         ),
         (
+            "country page: app chart (30 days, 4 tests by day)",
+            format!("/api/v1/aggregation?axis_y=test_name&axis_x=measurement_start_day&probe_cc=IT&since={}&until={}&test_name=signal%2Ctelegram%2Cwhatsapp%2Cfacebook_messenger&time_grain=day", day(-30), day(1)),
+        ),
+        (
             "MAT chart: 180 days web_connectivity by day",
             format!("/api/v1/aggregation?test_name=web_connectivity&axis_x=measurement_start_day&since={}&until={}&time_grain=day", day(-180), day(1)),
+        ),
+        (
+            "MAT chart: 180 days web_connectivity by day and country",
+            format!("/api/v1/aggregation?test_name=web_connectivity&axis_x=measurement_start_day&axis_y=probe_cc&since={}&until={}&time_grain=day", day(-180), day(1)),
+        ),
+        (
+            "network page: one ASN by country, all time",
+            "/api/v1/aggregation?probe_asn=AS727&axis_x=probe_cc".to_owned(),
         ),
     ];
     println!("\n{} rows in {}", total, store.backend());

@@ -1,0 +1,90 @@
+-- Per day, country and test: the four exclusive outcome counts of `/api/v1/aggregation`.
+-- Charts that filter and group by nothing finer (MAT's default, a country's calendar
+-- and app charts, the thematic pages) read this instead of every row. Triggers keep it
+-- exact in the transaction that writes the rows, re-scores and deletes included.
+-- The day column keeps fastpath's name (it holds the day's midnight) so the same
+-- bucket and range SQL runs on both tables.
+CREATE TABLE fastpath_daily (
+    measurement_start_time TIMESTAMP NOT NULL,
+    probe_cc               TEXT NOT NULL,
+    test_name              TEXT NOT NULL,
+    anomaly_count          BIGINT NOT NULL,
+    confirmed_count        BIGINT NOT NULL,
+    failure_count          BIGINT NOT NULL,
+    ok_count               BIGINT NOT NULL,
+    measurement_count      BIGINT NOT NULL,
+    PRIMARY KEY (test_name, measurement_start_time, probe_cc)
+);
+CREATE INDEX fastpath_daily_cc_idx ON fastpath_daily (probe_cc, measurement_start_time);
+
+INSERT INTO fastpath_daily
+SELECT strftime('%Y-%m-%d 00:00:00', measurement_start_time), probe_cc, test_name,
+       SUM(anomaly AND NOT confirmed AND NOT msm_failure),
+       SUM(confirmed AND NOT msm_failure),
+       SUM(msm_failure),
+       SUM(NOT anomaly AND NOT confirmed AND NOT msm_failure),
+       COUNT(*)
+FROM fastpath GROUP BY 1, 2, 3;
+
+CREATE TRIGGER fastpath_daily_insert AFTER INSERT ON fastpath
+BEGIN
+    INSERT INTO fastpath_daily VALUES (
+        strftime('%Y-%m-%d 00:00:00', NEW.measurement_start_time), NEW.probe_cc, NEW.test_name,
+        NEW.anomaly AND NOT NEW.confirmed AND NOT NEW.msm_failure,
+        NEW.confirmed AND NOT NEW.msm_failure,
+        NEW.msm_failure,
+        NOT NEW.anomaly AND NOT NEW.confirmed AND NOT NEW.msm_failure,
+        1)
+    ON CONFLICT (test_name, measurement_start_time, probe_cc) DO UPDATE SET
+        anomaly_count = anomaly_count + excluded.anomaly_count,
+        confirmed_count = confirmed_count + excluded.confirmed_count,
+        failure_count = failure_count + excluded.failure_count,
+        ok_count = ok_count + excluded.ok_count,
+        measurement_count = measurement_count + 1;
+END;
+
+CREATE TRIGGER fastpath_daily_delete AFTER DELETE ON fastpath
+BEGIN
+    UPDATE fastpath_daily SET
+        anomaly_count = anomaly_count - (OLD.anomaly AND NOT OLD.confirmed AND NOT OLD.msm_failure),
+        confirmed_count = confirmed_count - (OLD.confirmed AND NOT OLD.msm_failure),
+        failure_count = failure_count - OLD.msm_failure,
+        ok_count = ok_count - (NOT OLD.anomaly AND NOT OLD.confirmed AND NOT OLD.msm_failure),
+        measurement_count = measurement_count - 1
+    WHERE test_name = OLD.test_name
+      AND measurement_start_time = strftime('%Y-%m-%d 00:00:00', OLD.measurement_start_time)
+      AND probe_cc = OLD.probe_cc;
+END;
+
+-- A re-score (the row upsert's DO UPDATE) moves one count from the old outcome to
+-- the new one.
+CREATE TRIGGER fastpath_daily_update
+AFTER UPDATE OF measurement_start_time, probe_cc, test_name, anomaly, confirmed, msm_failure ON fastpath
+BEGIN
+    UPDATE fastpath_daily SET
+        anomaly_count = anomaly_count - (OLD.anomaly AND NOT OLD.confirmed AND NOT OLD.msm_failure),
+        confirmed_count = confirmed_count - (OLD.confirmed AND NOT OLD.msm_failure),
+        failure_count = failure_count - OLD.msm_failure,
+        ok_count = ok_count - (NOT OLD.anomaly AND NOT OLD.confirmed AND NOT OLD.msm_failure),
+        measurement_count = measurement_count - 1
+    WHERE test_name = OLD.test_name
+      AND measurement_start_time = strftime('%Y-%m-%d 00:00:00', OLD.measurement_start_time)
+      AND probe_cc = OLD.probe_cc;
+    INSERT INTO fastpath_daily VALUES (
+        strftime('%Y-%m-%d 00:00:00', NEW.measurement_start_time), NEW.probe_cc, NEW.test_name,
+        NEW.anomaly AND NOT NEW.confirmed AND NOT NEW.msm_failure,
+        NEW.confirmed AND NOT NEW.msm_failure,
+        NEW.msm_failure,
+        NOT NEW.anomaly AND NOT NEW.confirmed AND NOT NEW.msm_failure,
+        1)
+    ON CONFLICT (test_name, measurement_start_time, probe_cc) DO UPDATE SET
+        anomaly_count = anomaly_count + excluded.anomaly_count,
+        confirmed_count = confirmed_count + excluded.confirmed_count,
+        failure_count = failure_count + excluded.failure_count,
+        ok_count = ok_count + excluded.ok_count,
+        measurement_count = measurement_count + 1;
+END;
+
+-- A network's pages (`/as/{asn}`) aggregate by ASN over all time.
+CREATE INDEX fastpath_asn_start_flags_idx
+    ON fastpath (probe_asn, measurement_start_time, probe_cc, test_name, anomaly, confirmed, msm_failure);
