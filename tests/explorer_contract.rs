@@ -54,6 +54,11 @@ impl Site {
         (self.today + Days::days(offset)).to_string()
     }
 
+    /// Explorer's default range: the last 30 days and today.
+    fn window(&self) -> String {
+        format!("since={}&until={}", self.day(-30), self.day(1))
+    }
+
     /// Re-dated rows that pass `keep`.
     fn count(&self, keep: impl Fn(&FastpathRow) -> bool) -> i64 {
         self.recent.values().filter(|r| keep(r)).count() as i64
@@ -103,16 +108,10 @@ async fn load(kind: Db, tmp: &std::path::Path) -> (Site, TestDb) {
         "url,category_code\nhttps://example.com,POLR\n",
     )
     .unwrap();
-    let out = run_cli(
+    run_cli_ok(
         &["testlists", "import", lists.to_str().unwrap()],
         &data,
         &db.url,
-        &[],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let map = tmp.join("as_org_map.json");
     std::fs::write(
@@ -120,16 +119,10 @@ async fn load(kind: Db, tmp: &std::path::Path) -> (Site, TestDb) {
         r#"{"30722": [["Vodafone Italia S.p.A.", "IT", "20240101", "VODAFONE-IT-ASN", "RIPE"]]}"#,
     )
     .unwrap();
-    let out = run_cli(
+    run_cli_ok(
         &["asnmeta", "import", map.to_str().unwrap()],
         &data,
         &db.url,
-        &[],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
 
     let e = Engine::start(&data, &db.url, &[("OONI_UPLOAD_INTERVAL_SECS", "0")]);
@@ -221,9 +214,8 @@ async fn home_and_search(s: &Site) {
 
     // `/search` with its defaults, then "Load more" through next_url as given.
     let q = format!(
-        "/api/v1/measurements?since={}&until={}&failure=false&limit=50&order=desc",
-        s.day(-30),
-        s.day(1)
+        "/api/v1/measurements?{w}&failure=false&limit=50&order=desc",
+        w = s.window()
     );
     let v = s.ok(&q).await;
     let first = v["results"].as_array().unwrap();
@@ -270,9 +262,8 @@ async fn home_and_search(s: &Site) {
     // Every filter Explorer passes through, `only=anomalies` as anomaly=true.
     let q = format!(
         "/api/v1/measurements?probe_cc=IT&domain=www.example.com&category_code=NEWS&probe_asn=AS30722\
-         &test_name=web_connectivity&since={}&until={}&failure=false&limit=50&anomaly=true&order=desc",
-        s.day(-30),
-        s.day(1)
+         &test_name=web_connectivity&{w}&failure=false&limit=50&anomaly=true&order=desc",
+        w = s.window()
     );
     let v = s.ok(&q).await;
     let want = s.count(|r| {
@@ -294,9 +285,8 @@ async fn home_and_search(s: &Site) {
     ] {
         let v = s
             .ok(&format!(
-                "/api/v1/measurements?{q}&since={}&until={}&limit=100&order=desc",
-                s.day(-30),
-                s.day(1)
+                "/api/v1/measurements?{q}&{w}&limit=100&order=desc",
+                w = s.window()
             ))
             .await;
         assert!(v["results"].is_array(), "{q}");
@@ -367,9 +357,8 @@ async fn country_page(s: &Site) {
         );
         let v = s
             .ok(&format!(
-                "/api/v1/aggregation?{axis_y}&axis_x=measurement_start_day&probe_cc=IT&since={}&until={}&test_name={tests}&time_grain=day",
-                s.day(-30),
-                s.day(1)
+                "/api/v1/aggregation?{axis_y}&axis_x=measurement_start_day&probe_cc=IT&{w}&test_name={tests}&time_grain=day",
+                w = s.window()
             ))
             .await;
         assert_chart_rows(&v, &[key, "measurement_start_day"]);
@@ -495,9 +484,8 @@ async fn charts_and_domains(s: &Site) {
     assert!(st < 500);
     let v = s
         .ok(&format!(
-            "/api/v1/aggregation?axis_x=measurement_start_day&axis_y=probe_cc&test_name=web_connectivity&domain=www.example.com&since={}&until={}&time_grain=day",
-            s.day(-30),
-            s.day(1)
+            "/api/v1/aggregation?axis_x=measurement_start_day&axis_y=probe_cc&test_name=web_connectivity&domain=www.example.com&{w}&time_grain=day",
+            w = s.window()
         ))
         .await;
     assert_chart_rows(&v, &["probe_cc", "measurement_start_day"]);
@@ -517,9 +505,8 @@ async fn charts_and_domains(s: &Site) {
     // Thematic pages: comma lists of countries.
     let v = s
         .ok(&format!(
-            "/api/v1/aggregation?axis_x=measurement_start_day&axis_y=probe_cc&since={}&until={}&test_name=telegram&probe_cc=CN%2CIR%2CRU&time_grain=day",
-            s.day(-30),
-            s.day(1)
+            "/api/v1/aggregation?axis_x=measurement_start_day&axis_y=probe_cc&{w}&test_name=telegram&probe_cc=CN%2CIR%2CRU&time_grain=day",
+            w = s.window()
         ))
         .await;
     assert!(v["result"]
@@ -533,9 +520,8 @@ async fn charts_and_domains(s: &Site) {
     );
     let v = s
         .ok(&format!(
-            "/api/v1/aggregation?axis_x=measurement_start_day&axis_y=probe_cc&since={}&until={}&test_name=web_connectivity&domain=www.facebook.com&time_grain=day",
-            s.day(-30),
-            s.day(1)
+            "/api/v1/aggregation?axis_x=measurement_start_day&axis_y=probe_cc&{w}&test_name=web_connectivity&domain=www.facebook.com&time_grain=day",
+            w = s.window()
         ))
         .await;
     assert_eq!(
@@ -594,9 +580,8 @@ async fn network_page(s: &Site) {
     assert!(st < 500);
     let v = s
         .ok(&format!(
-            "/api/v1/aggregation?axis_y=test_name&axis_x=measurement_start_day&probe_asn=AS30722&since={}&until={}&test_name=psiphon%2Ctor%2Ctorsf&time_grain=day",
-            s.day(-30),
-            s.day(1)
+            "/api/v1/aggregation?axis_y=test_name&axis_x=measurement_start_day&probe_asn=AS30722&{w}&test_name=psiphon%2Ctor%2Ctorsf&time_grain=day",
+            w = s.window()
         ))
         .await;
     assert_eq!(

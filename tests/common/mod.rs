@@ -349,6 +349,17 @@ pub fn run_cli(
     cmd.output().expect("engine binary")
 }
 
+/// `run_cli` that must succeed; returns its standard output.
+pub fn run_cli_ok(args: &[&str], data_dir: &Path, db_url: &str) -> String {
+    let out = run_cli(args, data_dir, db_url, &[]);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
 pub const S3_ACCESS_KEY: &str = "ooni-test-access";
 pub const S3_SECRET_KEY: &str = "ooni-test-secret-key";
 pub const S3_BUCKET: &str = "ooni-data-test";

@@ -168,7 +168,10 @@ macro_rules! write_batch_on {
     ($pool:expr, $rows:expr, $drops:expr, $now:expr) => {{
         let mut tx = $pool.begin().await?;
         for chunk in $rows.chunks(ROWS_PER_STATEMENT) {
-            upsert_rows!(chunk, $now).build().execute(&mut *tx).await?;
+            upsert_rows!(chunk.iter().copied(), $now)
+                .build()
+                .execute(&mut *tx)
+                .await?;
             delete_uids!("fastpath_dropped", chunk.iter().map(|r| &r.measurement_uid))
                 .build()
                 .execute(&mut *tx)
@@ -297,6 +300,16 @@ impl Store {
         drops: &[DropRecord],
     ) -> Result<(), StoreError> {
         let now: NaiveDateTime = chrono::Utc::now().naive_utc();
+        // The rows' triggers lock `fastpath_daily` rows; taking them in one order in
+        // every writer (the serving one, a concurrent rescore) leaves no lock cycle.
+        let mut rows: Vec<&FastpathRow> = rows.iter().collect();
+        rows.sort_by(|a, b| {
+            (&a.test_name, a.measurement_start_time.date(), &a.probe_cc).cmp(&(
+                &b.test_name,
+                b.measurement_start_time.date(),
+                &b.probe_cc,
+            ))
+        });
         match self {
             Store::Sqlite(p) => write_batch_on!(p, rows, drops, now),
             Store::Postgres(p) => write_batch_on!(p, rows, drops, now),
