@@ -1,5 +1,6 @@
-//! The daily rollup (`fastpath_daily`) that answers coarse aggregations: on SQLite and
-//! PostgreSQL, its answers equal counts made here from the rows written, after
+//! The rollups (`fastpath_daily` for coarse aggregations, `fastpath_networks` for the
+//! overview routes): on SQLite and PostgreSQL, their answers equal counts made here
+//! from the rows written, after
 //! inserts, re-scores that change outcomes, rows replaced by drop records, and an
 //! upgrade of a database that already held rows (the migration's backfill).
 
@@ -188,6 +189,75 @@ async fn check(store: &Store, rows: &[FastpathRow], when: &str) {
         }
         assert_eq!(have, want, "{} {when}: {q:?}", store.backend());
     }
+    check_overviews(store, rows, when).await;
+}
+
+/// The overview routes' counts (from `fastpath_networks`) against the rows.
+async fn check_overviews(store: &Store, rows: &[FastpathRow], when: &str) {
+    let distinct = |f: &dyn Fn(&FastpathRow) -> String| {
+        rows.iter()
+            .map(f)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len() as i64
+    };
+    assert_eq!(
+        store.global_overview().await.unwrap(),
+        (
+            rows.len() as i64,
+            distinct(&|r| r.probe_asn.to_string()),
+            distinct(&|r| r.probe_cc.clone())
+        ),
+        "{when}"
+    );
+    let mut by_cc: BTreeMap<String, i64> = BTreeMap::new();
+    let mut by_asn: BTreeMap<i64, i64> = BTreeMap::new();
+    for r in rows {
+        *by_cc.entry(r.probe_cc.clone()).or_default() += 1;
+        *by_asn.entry(r.probe_asn).or_default() += 1;
+    }
+    let countries = store.count_by_country().await.unwrap();
+    assert_eq!(
+        countries,
+        by_cc.clone().into_iter().collect::<Vec<_>>(),
+        "{when}"
+    );
+    let networks: Vec<(i64, i64)> = store
+        .count_by_network()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(a, n, _)| (a, n))
+        .collect();
+    assert_eq!(networks, by_asn.into_iter().collect::<Vec<_>>(), "{when}");
+    for cc in ["IT", "IR", "DE"] {
+        let mine: Vec<&FastpathRow> = rows.iter().filter(|r| r.probe_cc == cc).collect();
+        let asns: std::collections::BTreeSet<i64> = mine.iter().map(|r| r.probe_asn).collect();
+        assert_eq!(
+            store.country_overview(cc).await.unwrap(),
+            (
+                mine.iter().map(|r| r.measurement_start_time).min(),
+                mine.len() as i64,
+                asns.len() as i64
+            ),
+            "{cc} {when}"
+        );
+    }
+    let since = at(1, 0).date().and_hms_opt(0, 0, 0).unwrap();
+    let months = store.overview_by_month(since).await.unwrap();
+    assert_eq!(months.len(), 1, "{when}");
+    assert_eq!(
+        (
+            months[0].month.as_str(),
+            months[0].measurements,
+            months[0].countries
+        ),
+        (
+            "2024-03-01",
+            rows.len() as i64,
+            distinct(&|r| r.probe_cc.clone())
+        ),
+        "{when}"
+    );
 }
 
 async fn suite(kind: Db) {

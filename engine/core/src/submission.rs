@@ -104,22 +104,116 @@ pub fn decode_body(encoding: Option<&str>, body: Bytes, max: usize) -> Result<By
     }
 }
 
+/// The envelope, read in one pass: `content` yields only the three fields the checks
+/// need and skips the rest (test keys, bodies) without building anything.
 #[derive(Deserialize)]
-struct Envelope<'a> {
+struct Envelope {
     #[serde(default)]
     format: Option<Value>,
-    #[serde(borrow, default)]
-    content: Option<&'a serde_json::value::RawValue>,
+    #[serde(default)]
+    content: Option<Content>,
 }
 
-#[derive(Deserialize)]
+#[derive(Default)]
 struct ContentMeta {
-    #[serde(default)]
     test_name: Option<Value>,
-    #[serde(default)]
     probe_cc: Option<Value>,
-    #[serde(default)]
     probe_asn: Option<Value>,
+}
+
+/// A key of `content`, compared without copying it.
+enum Key {
+    TestName,
+    ProbeCc,
+    ProbeAsn,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = Key;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E>(self, k: &str) -> Result<Key, E> {
+                Ok(match k {
+                    "test_name" => Key::TestName,
+                    "probe_cc" => Key::ProbeCc,
+                    "probe_asn" => Key::ProbeAsn,
+                    _ => Key::Other,
+                })
+            }
+        }
+        d.deserialize_identifier(Visit)
+    }
+}
+
+/// `content`'s metadata when it is an object; anything else is no measurement.
+enum Content {
+    Object(Box<ContentMeta>),
+    NotObject,
+}
+
+impl<'de> Deserialize<'de> for Content {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Content, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Content;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a measurement")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Content, A::Error> {
+                let mut meta = ContentMeta::default();
+                while let Some(key) = map.next_key::<Key>()? {
+                    let (slot, name) = match key {
+                        Key::TestName => (&mut meta.test_name, "test_name"),
+                        Key::ProbeCc => (&mut meta.probe_cc, "probe_cc"),
+                        Key::ProbeAsn => (&mut meta.probe_asn, "probe_asn"),
+                        Key::Other => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    if slot.is_some() {
+                        return Err(serde::de::Error::duplicate_field(name));
+                    }
+                    *slot = Some(map.next_value()?);
+                }
+                Ok(Content::Object(Box::new(meta)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Content, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Content::NotObject)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Content, E> {
+                Ok(Content::NotObject)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Content, E> {
+                Ok(Content::NotObject)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Content, E> {
+                Ok(Content::NotObject)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Content, E> {
+                Ok(Content::NotObject)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Content, E> {
+                Ok(Content::NotObject)
+            }
+            fn visit_unit<E>(self) -> Result<Content, E> {
+                Ok(Content::NotObject)
+            }
+        }
+        d.deserialize_any(Visit)
+    }
 }
 
 /// The metadata a submission is checked on.
@@ -157,12 +251,9 @@ pub fn read_metadata(body: &[u8]) -> Result<Metadata, Rejection> {
         Some(other) => return Err(Rejection::BadFormat(other.to_string())),
         None => return Err(Rejection::BadFormat("nothing".to_owned())),
     }
-    let content = env.content.ok_or(Rejection::NoContent)?;
-    if !content.get().trim_start().starts_with('{') {
+    let Some(Content::Object(meta)) = env.content else {
         return Err(Rejection::NoContent);
-    }
-    let meta: ContentMeta =
-        serde_json::from_str(content.get()).map_err(|e| Rejection::BadJson(e.to_string()))?;
+    };
     Ok(Metadata {
         test_name: field(meta.test_name, "test_name")?,
         probe_cc: field(meta.probe_cc, "probe_cc")?,
@@ -312,6 +403,31 @@ mod tests {
             read_metadata(&body(r#"{"probe_cc":"IT","probe_asn":"AS1"}"#)),
             Err(Rejection::MissingField("test_name"))
         );
+        for not_object in ["[1, {}]", "null", "3.5", "true"] {
+            assert_eq!(
+                read_metadata(&body(not_object)),
+                Err(Rejection::NoContent),
+                "{not_object}"
+            );
+        }
+        // One pass reads the metadata and checks the rest's syntax.
+        assert!(matches!(
+            read_metadata(&body(
+                r#"{"test_name":"ndt","probe_cc":"IT","probe_asn":"AS1","test_keys":{"a":[1,}}"#
+            )),
+            Err(Rejection::BadJson(_))
+        ));
+        assert!(matches!(
+            read_metadata(&body(
+                r#"{"test_name":"ndt","test_name":"tor","probe_cc":"IT","probe_asn":"AS1"}"#
+            )),
+            Err(Rejection::BadJson(e)) if e.contains("duplicate field `test_name`")
+        ));
+        let m = read_metadata(&body(
+            r#"{"test\u005fname":"ndt","probe_cc":"IT","probe_asn":"AS1","probe_ccx":1}"#,
+        ))
+        .unwrap();
+        assert_eq!((m.test_name.as_str(), m.probe_cc.as_str()), ("ndt", "IT"));
         let mut bad = body(r#"{"test_name":"ndt","probe_cc":"IT","probe_asn":"AS1","x":"__"}"#);
         let at = bad.len() - 5;
         bad[at] = 0xff;

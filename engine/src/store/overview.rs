@@ -23,10 +23,12 @@ pub struct DomainCount {
 }
 
 impl Store {
-    /// (measurements, distinct networks, distinct countries) over every row.
+    /// (measurements, distinct networks, distinct countries) over every row, from the
+    /// monthly network rollup (`fastpath_networks`, kept by triggers).
     pub async fn global_overview(&self) -> Result<(i64, i64, i64), StoreError> {
-        let q =
-            "SELECT COUNT(*), COUNT(DISTINCT probe_asn), COUNT(DISTINCT probe_cc) FROM fastpath";
+        let q = "SELECT CAST(COALESCE(SUM(measurement_count), 0) AS BIGINT), \
+                 COUNT(DISTINCT probe_asn), COUNT(DISTINCT probe_cc) \
+                 FROM fastpath_networks WHERE measurement_count > 0";
         Ok(on_pool!(self, p => sqlx::query_as(q).fetch_one(p).await?))
     }
 
@@ -35,10 +37,14 @@ impl Store {
         &self,
         since: NaiveDateTime,
     ) -> Result<Vec<MonthCounts>, StoreError> {
-        let month = bucket(Grain::Month, matches!(self, Store::Postgres(_)));
+        // `since` is a month's first instant, so whole months of the rollup answer.
+        let month = bucket(Grain::Month, matches!(self, Store::Postgres(_)))
+            .replace("f.measurement_start_time", "f.month");
         let q = format!(
-            "SELECT {month} AS m, COUNT(DISTINCT f.probe_cc), COUNT(DISTINCT f.probe_asn), COUNT(*) \
-             FROM fastpath f WHERE f.measurement_start_time >= $1 GROUP BY m ORDER BY m"
+            "SELECT {month} AS m, COUNT(DISTINCT f.probe_cc), COUNT(DISTINCT f.probe_asn), \
+             CAST(SUM(f.measurement_count) AS BIGINT) \
+             FROM fastpath_networks f WHERE f.month >= $1 AND f.measurement_count > 0 \
+             GROUP BY m ORDER BY m"
         );
         let rows: Vec<(String, i64, i64, i64)> =
             on_pool!(self, p => sqlx::query_as(&q).bind(since).fetch_all(p).await?);
@@ -58,22 +64,26 @@ impl Store {
         &self,
         cc: &str,
     ) -> Result<(Option<NaiveDateTime>, i64, i64), StoreError> {
-        let q = "SELECT MIN(measurement_start_time), COUNT(*), COUNT(DISTINCT probe_asn) \
-                 FROM fastpath WHERE probe_cc = $1";
+        // The first start is one index seek; the counts come from the network rollup.
+        let q = "SELECT (SELECT MIN(measurement_start_time) FROM fastpath WHERE probe_cc = $1), \
+                 CAST(COALESCE(SUM(measurement_count), 0) AS BIGINT), COUNT(DISTINCT probe_asn) \
+                 FROM fastpath_networks WHERE probe_cc = $1 AND measurement_count > 0";
         Ok(on_pool!(self, p => sqlx::query_as(q).bind(cc).fetch_one(p).await?))
     }
 
     /// Measurements per country code.
     pub async fn count_by_country(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let q = "SELECT probe_cc, COUNT(*) FROM fastpath GROUP BY probe_cc ORDER BY probe_cc";
+        let q = "SELECT probe_cc, CAST(SUM(measurement_count) AS BIGINT) FROM fastpath_networks \
+                 WHERE measurement_count > 0 GROUP BY probe_cc ORDER BY probe_cc";
         Ok(on_pool!(self, p => sqlx::query_as(q).fetch_all(p).await?))
     }
 
     /// Measurements per network, with the network's newest known name.
     pub async fn count_by_network(&self) -> Result<Vec<(i64, i64, Option<String>)>, StoreError> {
-        let q = "SELECT f.probe_asn, COUNT(*), \
+        let q = "SELECT f.probe_asn, CAST(SUM(f.measurement_count) AS BIGINT), \
                  (SELECT a.org_name FROM asnmeta a WHERE a.asn = f.probe_asn ORDER BY a.changed DESC LIMIT 1) \
-                 FROM fastpath f WHERE f.probe_asn <> 0 GROUP BY f.probe_asn ORDER BY f.probe_asn";
+                 FROM fastpath_networks f WHERE f.probe_asn <> 0 AND f.measurement_count > 0 \
+                 GROUP BY f.probe_asn ORDER BY f.probe_asn";
         Ok(on_pool!(self, p => sqlx::query_as(q).fetch_all(p).await?))
     }
 

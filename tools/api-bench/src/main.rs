@@ -3,7 +3,7 @@
 //! 1. Synthesises N `fastpath` rows into SQLite or PostgreSQL: the corpus's own rows
 //!    (derived by the engine's row code) as templates, spread over the last 365
 //!    days, over 120 countries (a few large ones carry most rows, as in OONI's data),
-//!    2,000 networks and 5,000 web domains, with anomaly / confirmed / failure at
+//!    2,040 networks (17 per country) and 5,000 web domains, with anomaly / confirmed / failure at
 //!    realistic rates. PostgreSQL (and SQLite with `--store-loader`) loads through
 //!    the engine's `Store::write_batch`; SQLite otherwise uses a bulk loader (one
 //!    connection, journal and sync off, 1,000-row statements, indexes built after).
@@ -86,13 +86,21 @@ impl Synth {
         let mut r = self.tpl[i % self.tpl.len()].clone();
         let start = self.now - Duration::seconds(rng.gen_range(0..365 * 86_400));
         // Skewed: 20 countries carry ~80% of rows, 100 more the rest.
-        r.probe_cc = if rng.gen_bool(0.8) {
-            CCS[rng.gen_range(0..CCS.len())].to_owned()
+        // Each country has its own 17 networks (2,040 in all), as a network
+        // belongs to one country in OONI's data.
+        let country = if rng.gen_bool(0.8) {
+            rng.gen_range(0..CCS.len())
         } else {
-            let k: u8 = rng.gen_range(0..100);
-            format!("{}{}", (b'A' + k / 10) as char, (b'A' + k % 10) as char)
+            CCS.len() + rng.gen_range(0..100)
         };
-        r.probe_asn = rng.gen_range(1..2000) as i64 * 17 + 13;
+        r.probe_cc = match CCS.get(country) {
+            Some(cc) => (*cc).to_owned(),
+            None => {
+                let k = (country - CCS.len()) as u8;
+                format!("{}{}", (b'A' + k / 10) as char, (b'A' + k % 10) as char)
+            }
+        };
+        r.probe_asn = (country * 17 + rng.gen_range(0..17)) as i64 * 17 + 13;
         if r.test_name == "web_connectivity" {
             let d = rng.gen_range(0..5000);
             r.domain = format!("www.site{d}.example");
@@ -769,6 +777,11 @@ async fn main() -> anyhow::Result<()> {
             "network page: one ASN by country, all time",
             "/api/v1/aggregation?probe_asn=AS727&axis_x=probe_cc".to_owned(),
         ),
+        ("home page: global overview", "/api/_/global_overview".to_owned()),
+        ("home page: 24 months by month", "/api/_/global_overview_by_month".to_owned()),
+        ("country page: overview (server side)", "/api/_/country_overview?probe_cc=IT".to_owned()),
+        ("countries page", "/api/_/countries".to_owned()),
+        ("networks page", "/api/_/networks".to_owned()),
     ];
     println!("\n{} rows in {}", total, store.backend());
     println!("| query | p50 ms | p99 ms |");

@@ -28,7 +28,25 @@ SELECT date_trunc('day', measurement_start_time), probe_cc, test_name,
        COUNT(*)
 FROM fastpath GROUP BY 1, 2, 3;
 
-CREATE FUNCTION fastpath_daily_apply() RETURNS trigger LANGUAGE plpgsql AS $$
+-- Per month, country and network: measurements. Answers the distinct-network and
+-- per-country counts of the overview routes (`/api/_/global_overview`,
+-- `global_overview_by_month`, `country_overview`, `countries`, `networks`) without a
+-- scan of every row. A network rarely spans countries, so it stays small.
+CREATE TABLE fastpath_networks (
+    month             TIMESTAMP NOT NULL,
+    probe_cc          TEXT NOT NULL,
+    probe_asn         BIGINT NOT NULL,
+    measurement_count BIGINT NOT NULL,
+    PRIMARY KEY (month, probe_cc, probe_asn) INCLUDE (measurement_count)
+);
+CREATE INDEX fastpath_networks_cc_idx ON fastpath_networks (probe_cc, probe_asn) INCLUDE (measurement_count);
+CREATE INDEX fastpath_networks_asn_idx ON fastpath_networks (probe_asn) INCLUDE (measurement_count);
+
+INSERT INTO fastpath_networks
+SELECT date_trunc('month', measurement_start_time), probe_cc, probe_asn, COUNT(*)
+FROM fastpath GROUP BY 1, 2, 3;
+
+CREATE FUNCTION fastpath_rollups_apply() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
         UPDATE fastpath_daily SET
@@ -40,6 +58,9 @@ BEGIN
         WHERE test_name = OLD.test_name
           AND measurement_start_time = date_trunc('day', OLD.measurement_start_time)
           AND probe_cc = OLD.probe_cc;
+        UPDATE fastpath_networks SET measurement_count = measurement_count - 1
+        WHERE month = date_trunc('month', OLD.measurement_start_time)
+          AND probe_cc = OLD.probe_cc AND probe_asn = OLD.probe_asn;
     END IF;
     IF TG_OP IN ('INSERT', 'UPDATE') THEN
         INSERT INTO fastpath_daily VALUES (
@@ -55,18 +76,22 @@ BEGIN
             failure_count = fastpath_daily.failure_count + excluded.failure_count,
             ok_count = fastpath_daily.ok_count + excluded.ok_count,
             measurement_count = fastpath_daily.measurement_count + 1;
+        INSERT INTO fastpath_networks VALUES (
+            date_trunc('month', NEW.measurement_start_time), NEW.probe_cc, NEW.probe_asn, 1)
+        ON CONFLICT (month, probe_cc, probe_asn) DO UPDATE SET
+            measurement_count = fastpath_networks.measurement_count + 1;
     END IF;
     RETURN NULL;
 END
 $$;
 
-CREATE TRIGGER fastpath_daily_insert_delete AFTER INSERT OR DELETE ON fastpath
-    FOR EACH ROW EXECUTE FUNCTION fastpath_daily_apply();
+CREATE TRIGGER fastpath_rollups_insert_delete AFTER INSERT OR DELETE ON fastpath
+    FOR EACH ROW EXECUTE FUNCTION fastpath_rollups_apply();
 -- A re-score (the row upsert's DO UPDATE) moves one count from the old outcome to
 -- the new one.
-CREATE TRIGGER fastpath_daily_update
-    AFTER UPDATE OF measurement_start_time, probe_cc, test_name, anomaly, confirmed, msm_failure ON fastpath
-    FOR EACH ROW EXECUTE FUNCTION fastpath_daily_apply();
+CREATE TRIGGER fastpath_rollups_update
+    AFTER UPDATE OF measurement_start_time, probe_cc, probe_asn, test_name, anomaly, confirmed, msm_failure ON fastpath
+    FOR EACH ROW EXECUTE FUNCTION fastpath_rollups_apply();
 
 -- A network's pages (`/as/{asn}`) aggregate by ASN over all time.
 CREATE INDEX fastpath_asn_start_flags_idx

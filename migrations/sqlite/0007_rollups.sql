@@ -28,7 +28,25 @@ SELECT strftime('%Y-%m-%d 00:00:00', measurement_start_time), probe_cc, test_nam
        COUNT(*)
 FROM fastpath GROUP BY 1, 2, 3;
 
-CREATE TRIGGER fastpath_daily_insert AFTER INSERT ON fastpath
+-- Per month, country and network: measurements. Answers the distinct-network and
+-- per-country counts of the overview routes (`/api/_/global_overview`,
+-- `global_overview_by_month`, `country_overview`, `countries`, `networks`) without a
+-- scan of every row. A network rarely spans countries, so it stays small.
+CREATE TABLE fastpath_networks (
+    month             TIMESTAMP NOT NULL,
+    probe_cc          TEXT NOT NULL,
+    probe_asn         BIGINT NOT NULL,
+    measurement_count BIGINT NOT NULL,
+    PRIMARY KEY (month, probe_cc, probe_asn)
+) WITHOUT ROWID;
+CREATE INDEX fastpath_networks_cc_idx ON fastpath_networks (probe_cc, probe_asn, measurement_count);
+CREATE INDEX fastpath_networks_asn_idx ON fastpath_networks (probe_asn, measurement_count);
+
+INSERT INTO fastpath_networks
+SELECT strftime('%Y-%m-01 00:00:00', measurement_start_time), probe_cc, probe_asn, COUNT(*)
+FROM fastpath GROUP BY 1, 2, 3;
+
+CREATE TRIGGER fastpath_rollups_insert AFTER INSERT ON fastpath
 BEGIN
     INSERT INTO fastpath_daily VALUES (
         strftime('%Y-%m-%d 00:00:00', NEW.measurement_start_time), NEW.probe_cc, NEW.test_name,
@@ -43,9 +61,12 @@ BEGIN
         failure_count = failure_count + excluded.failure_count,
         ok_count = ok_count + excluded.ok_count,
         measurement_count = measurement_count + 1;
+    INSERT INTO fastpath_networks VALUES (
+        strftime('%Y-%m-01 00:00:00', NEW.measurement_start_time), NEW.probe_cc, NEW.probe_asn, 1)
+    ON CONFLICT (month, probe_cc, probe_asn) DO UPDATE SET measurement_count = measurement_count + 1;
 END;
 
-CREATE TRIGGER fastpath_daily_delete AFTER DELETE ON fastpath
+CREATE TRIGGER fastpath_rollups_delete AFTER DELETE ON fastpath
 BEGIN
     UPDATE fastpath_daily SET
         anomaly_count = anomaly_count - (OLD.anomaly AND NOT OLD.confirmed AND NOT OLD.msm_failure),
@@ -56,12 +77,15 @@ BEGIN
     WHERE test_name = OLD.test_name
       AND measurement_start_time = strftime('%Y-%m-%d 00:00:00', OLD.measurement_start_time)
       AND probe_cc = OLD.probe_cc;
+    UPDATE fastpath_networks SET measurement_count = measurement_count - 1
+    WHERE month = strftime('%Y-%m-01 00:00:00', OLD.measurement_start_time)
+      AND probe_cc = OLD.probe_cc AND probe_asn = OLD.probe_asn;
 END;
 
 -- A re-score (the row upsert's DO UPDATE) moves one count from the old outcome to
 -- the new one.
-CREATE TRIGGER fastpath_daily_update
-AFTER UPDATE OF measurement_start_time, probe_cc, test_name, anomaly, confirmed, msm_failure ON fastpath
+CREATE TRIGGER fastpath_rollups_update
+AFTER UPDATE OF measurement_start_time, probe_cc, probe_asn, test_name, anomaly, confirmed, msm_failure ON fastpath
 BEGIN
     UPDATE fastpath_daily SET
         anomaly_count = anomaly_count - (OLD.anomaly AND NOT OLD.confirmed AND NOT OLD.msm_failure),
@@ -85,6 +109,12 @@ BEGIN
         failure_count = failure_count + excluded.failure_count,
         ok_count = ok_count + excluded.ok_count,
         measurement_count = measurement_count + 1;
+    UPDATE fastpath_networks SET measurement_count = measurement_count - 1
+    WHERE month = strftime('%Y-%m-01 00:00:00', OLD.measurement_start_time)
+      AND probe_cc = OLD.probe_cc AND probe_asn = OLD.probe_asn;
+    INSERT INTO fastpath_networks VALUES (
+        strftime('%Y-%m-01 00:00:00', NEW.measurement_start_time), NEW.probe_cc, NEW.probe_asn, 1)
+    ON CONFLICT (month, probe_cc, probe_asn) DO UPDATE SET measurement_count = measurement_count + 1;
 END;
 
 -- A network's pages (`/as/{asn}`) aggregate by ASN over all time.
