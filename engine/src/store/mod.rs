@@ -165,13 +165,13 @@ macro_rules! delete_uids {
 }
 
 macro_rules! write_batch_on {
-    ($pool:expr, $rows:expr, $drops:expr, $now:expr) => {{
+    ($pool:expr, $rows:expr, $drops:expr, $now:expr, $lock:expr) => {{
         let mut tx = $pool.begin().await?;
+        if let Some(lock) = $lock {
+            sqlx::query(lock).execute(&mut *tx).await?;
+        }
         for chunk in $rows.chunks(ROWS_PER_STATEMENT) {
-            upsert_rows!(chunk.iter().copied(), $now)
-                .build()
-                .execute(&mut *tx)
-                .await?;
+            upsert_rows!(chunk, $now).build().execute(&mut *tx).await?;
             delete_uids!("fastpath_dropped", chunk.iter().map(|r| &r.measurement_uid))
                 .build()
                 .execute(&mut *tx)
@@ -300,19 +300,19 @@ impl Store {
         drops: &[DropRecord],
     ) -> Result<(), StoreError> {
         let now: NaiveDateTime = chrono::Utc::now().naive_utc();
-        // The rows' triggers lock `fastpath_daily` rows; taking them in one order in
-        // every writer (the serving one, a concurrent rescore) leaves no lock cycle.
-        let mut rows: Vec<&FastpathRow> = rows.iter().collect();
-        rows.sort_by(|a, b| {
-            (&a.test_name, a.measurement_start_time.date(), &a.probe_cc).cmp(&(
-                &b.test_name,
-                b.measurement_start_time.date(),
-                &b.probe_cc,
-            ))
-        });
         match self {
-            Store::Sqlite(p) => write_batch_on!(p, rows, drops, now),
-            Store::Postgres(p) => write_batch_on!(p, rows, drops, now),
+            Store::Sqlite(p) => write_batch_on!(p, rows, drops, now, None::<&str>),
+            // The rows' triggers update shared rollup rows (a day's, a month's) in the
+            // order the rows come; two writers at once (the serving one and a
+            // rescore) could lock them in opposite orders. One writer at a time, as
+            // SQLite has anyway, leaves no lock cycle.
+            Store::Postgres(p) => write_batch_on!(
+                p,
+                rows,
+                drops,
+                now,
+                Some("SELECT pg_advisory_xact_lock(7308001)")
+            ),
         }
         Ok(())
     }
