@@ -135,3 +135,58 @@ async fn sigterm_drains_and_exits_cleanly() {
     let store = tdb.store().await;
     assert_eq!(store.known_uids(&acked).await.unwrap().len(), acked.len());
 }
+
+/// After a crash, files the earlier process left are checked against the hash in
+/// their uid: a torn one (a write the crash cut before its sync, so never
+/// acknowledged) goes to `spool/quarantine/` and gets no row; a whole one is scored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn torn_files_left_by_a_crash_are_quarantined_and_whole_ones_scored() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let tdb = TestDb::new(Db::Sqlite, dir.path()).await;
+    let c = client();
+    let mut engine = Engine::start(&data, &tdb.url, &[("OONI_UPLOAD_INTERVAL_SECS", "0")]);
+    let (rid, body) = payloads(&c, &engine).await.remove(0);
+    let r = c
+        .post(engine.url(&format!("/report/{rid}")))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let uid = uid_of(r).await;
+    assert!(engine.terminate().success());
+    // Two more files as a crashed process would leave them: same body hash, other
+    // microseconds; one whole, one cut short.
+    let incoming = data.join("spool/incoming");
+    let hour_dir = std::fs::read_dir(&incoming)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .next()
+        .unwrap();
+    let content = std::fs::read(hour_dir.join(format!("{uid}.post"))).unwrap();
+    let with_micros = |m: &str| format!("{}{m}{}", &uid[..15], &uid[21..]);
+    let (whole, torn) = (with_micros("999998"), with_micros("999999"));
+    std::fs::write(hour_dir.join(format!("{whole}.post")), &content).unwrap();
+    std::fs::write(
+        hour_dir.join(format!("{torn}.post")),
+        &content[..content.len() / 2],
+    )
+    .unwrap();
+
+    let engine = Engine::start(&data, &tdb.url, &[("OONI_UPLOAD_INTERVAL_SECS", "0")]);
+    let store = tdb.store().await;
+    wait_all_known(
+        &store,
+        std::slice::from_ref(&whole),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(data.join(format!("spool/quarantine/{torn}.post")).is_file());
+    assert!(!hour_dir.join(format!("{torn}.post")).exists());
+    assert!(store.known_uids(&[torn]).await.unwrap().is_empty());
+    let m = metrics_text(&c, &engine).await;
+    assert_eq!(metric(&m, "ooni_quarantined_total"), Some(1.0), "{m}");
+    drop(engine);
+    tdb.drop_db().await;
+}

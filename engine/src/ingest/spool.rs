@@ -49,6 +49,10 @@ pub struct Spool {
     tx: mpsc::Sender<WriteJob>,
     pub stats: Arc<SpoolStats>,
     opened: Instant,
+    /// uids of the files an earlier process left, not yet checked against their
+    /// hash. Only those can be torn: this process answers a write only after the
+    /// group's sync, and a write that fails never leaves a `.post` file.
+    unchecked: Arc<std::sync::Mutex<HashSet<String>>>,
 }
 
 /// How often the free space is read again; a burst of uploads shares one reading.
@@ -70,6 +74,7 @@ impl Spool {
         fs::create_dir_all(&incoming)?;
         fs::create_dir_all(&quarantine)?;
         let mut files_at_open = 0u64;
+        let mut unchecked = HashSet::new();
         for dir in fs::read_dir(&incoming)? {
             let dir = dir?.path();
             if !dir.is_dir() {
@@ -85,6 +90,9 @@ impl Spool {
                 let p = f?.path();
                 if p.extension().is_some_and(|e| e == "post") {
                     files_at_open += 1;
+                    if let Some(uid) = p.file_stem().and_then(|n| n.to_str()) {
+                        unchecked.insert(uid.to_owned());
+                    }
                 }
                 if p.extension().is_some_and(|e| e == "tmp") {
                     tracing::info!(path = %p.display(), "removing unacknowledged temporary spool file");
@@ -111,6 +119,7 @@ impl Spool {
             tx,
             stats,
             opened: Instant::now(),
+            unchecked: Arc::new(std::sync::Mutex::new(unchecked)),
         })
     }
 
@@ -201,6 +210,28 @@ impl Spool {
         Ok(out)
     }
 
+    /// Whether `body`, read back from `uid`'s file, can be scored: a file an earlier
+    /// process left is checked against the hash in its uid (once); a file this
+    /// process wrote is whole. Re-reading the spool after the scoring queue overflows
+    /// thus costs no second SHA-512 per measurement.
+    pub fn intact(&self, uid: &str, body: &[u8]) -> bool {
+        let earlier = self
+            .unchecked
+            .lock()
+            .map(|set| set.contains(uid))
+            .unwrap_or(true);
+        if !earlier {
+            return true;
+        }
+        let ok = verify_body(uid, body);
+        if ok {
+            if let Ok(mut set) = self.unchecked.lock() {
+                set.remove(uid);
+            }
+        }
+        ok
+    }
+
     /// Moves a file that failed its integrity check out of the way, keeping it for
     /// an operator to look at.
     pub fn quarantine(&self, file: &SpooledFile) -> io::Result<PathBuf> {
@@ -238,7 +269,7 @@ pub fn posts_in(dir: &Path) -> io::Result<Vec<SpooledFile>> {
 }
 
 /// True when `body` is what the uid's hash says was stored.
-pub fn verify_body(uid: &str, body: &[u8]) -> bool {
+fn verify_body(uid: &str, body: &[u8]) -> bool {
     parse_measurement_uid(uid).is_some_and(|p| p.hash16 == body_hash16(body))
 }
 
@@ -335,6 +366,33 @@ fn committer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn only_files_left_by_an_earlier_process_are_checked() {
+        let root = tempfile::tempdir().unwrap();
+        let body = Bytes::from_static(b"{\"a\":1}");
+        let uid = |i: u32| format!("20240101000000.{i:06}_IT_ndt_{}", body_hash16(&body));
+        {
+            let earlier = Spool::open(root.path(), 8).unwrap();
+            for i in [1, 2] {
+                earlier
+                    .write("2024010100_IT_ndt".into(), uid(i), body.clone())
+                    .await
+                    .unwrap();
+            }
+        }
+        let spool = Spool::open(root.path(), 8).unwrap();
+        spool
+            .write("2024010100_IT_ndt".into(), uid(3), body.clone())
+            .await
+            .unwrap();
+        // An earlier file is checked: a torn read of it is refused, a whole one passes.
+        assert!(!spool.intact(&uid(1), b"{\"a\""));
+        assert!(spool.intact(&uid(1), &body));
+        assert!(spool.intact(&uid(2), &body));
+        // This process's own file was answered only after its sync: not re-hashed.
+        assert!(spool.intact(&uid(3), b"not what was hashed"));
+    }
 
     #[tokio::test]
     async fn writes_are_durable_files_named_by_uid() {

@@ -5,7 +5,7 @@
 pub mod registry;
 pub mod wasm;
 
-use crate::ingest::spool::{verify_body, Spool};
+use crate::ingest::spool::Spool;
 use crate::metrics::Metrics;
 use crate::store::{DropRecord, Store};
 use ooni_core::{derive_row, FastpathRow, Outcome};
@@ -151,7 +151,7 @@ impl Pipeline {
                             continue;
                         }
                     };
-                    if !verify_body(&f.uid, &body) {
+                    if !spool.intact(&f.uid, &body) {
                         // Only a write interrupted before its group sync (so never
                         // acknowledged) can disagree with its own uid.
                         match spool.quarantine(&f) {
