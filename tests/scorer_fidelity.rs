@@ -121,3 +121,58 @@ fn with_the_imported_ooni_set_in_compat_mode_every_row_is_equal() {
         "differ from the reference: {mismatches:?}"
     );
 }
+
+/// Every bundled module that declares its reads scores every corpus measurement of its
+/// tests (the reference's and the others, with OONI's fingerprints so that bodies and
+/// headers are matched) the same whether it is sent the measurement cut down to its
+/// reads, as the engine sends it, or whole.
+#[test]
+fn cut_down_and_whole_measurements_score_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = corpus_dir().join("fingerprints");
+    ooni_engine::commands::import_fingerprints(
+        &[
+            src.join("fingerprints_dns.json"),
+            src.join("fingerprints_http.json"),
+        ],
+        dir.path(),
+    )
+    .unwrap();
+    let fps = Fingerprints::from_dir(dir.path().to_owned(), ooni_core::fingerprints::Mode::Strict)
+        .unwrap();
+    let rt = ooni_engine::scoring::wasm::WasmRuntime::new().unwrap();
+    let corpus = corpus_measurements();
+    let (mut compared, mut cut) = (0, 0);
+    for (name, bytes) in ooni_engine::scoring::registry::bundled_modules() {
+        if !name.ends_with(".wasm") {
+            continue;
+        }
+        let scorer = ooni_engine::scoring::wasm::WasmScorer::load(
+            &rt,
+            bytes,
+            Limits::default(),
+            fps.clone(),
+        )
+        .unwrap();
+        for (rel, msm) in &corpus {
+            let test_name = msm["test_name"].as_str().unwrap_or_default();
+            if !scorer.test_names.iter().any(|t| t == test_name) {
+                continue;
+            }
+            let json = serde_json::to_string(msm).unwrap();
+            let whole = scorer.call(&json);
+            let upload = ooni_core::measurement::parse_upload(json.as_bytes()).unwrap();
+            let sent = ooni_core::Scorer::score(&scorer, &upload.measurement).map_err(|e| e.0);
+            assert_eq!(sent, whole, "{name} on {rel}");
+            if scorer.reads_something() {
+                cut += 1;
+            }
+            compared += 1;
+        }
+    }
+    eprintln!("{compared} measurements compared, {cut} of them cut down");
+    assert!(
+        compared > 80 && cut == compared,
+        "{compared} compared, {cut} cut"
+    );
+}

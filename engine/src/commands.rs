@@ -13,6 +13,14 @@ use std::path::{Path, PathBuf};
 /// Scores one body (envelope or bare measurement) as a JSON line. No receive time is
 /// known, so the date sanity check does not run, as in OONI's `score_measurement`.
 pub fn score_one(set: &PluginSet, source: &str, body: &[u8]) -> Value {
+    // The scoring path trusts the JSON it reads (uploads are checked on receipt);
+    // files given here have not been.
+    if let Err(e) = ooni_scorer_sdk::jsonscan::validate(body) {
+        return json!({
+            "source": source,
+            "dropped": {"kind": "failed", "reason": format!("invalid JSON: {e}")},
+        });
+    }
     match derive_row(body, "", set) {
         Outcome::Row(r) => {
             let scores: Value = serde_json::from_str(&r.scores).unwrap_or(Value::Null);

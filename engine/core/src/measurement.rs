@@ -2,11 +2,9 @@
 //! dozen top-level fields, while `test_keys` (most of the bytes) is only for scorers,
 //! which get the raw text and parse it themselves if they need it.
 
-use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
-use serde_json::value::RawValue;
+use ooni_scorer_sdk::jsonscan::{key_text, Cursor, Result as ScanResult, ScanError};
 use serde_json::{Map, Value};
 use std::cell::OnceCell;
-use std::fmt;
 
 /// The top-level measurement keys the `fastpath` row is derived from.
 pub const ROW_FIELDS: [&str; 13] = [
@@ -52,68 +50,45 @@ impl<'a> Measurement<'a> {
     }
 }
 
-/// The envelope's own keys, and the row fields in case the body is a bare measurement.
+/// The byte range of `content`, and its row fields (`None`: not an object).
+type Content = (std::ops::Range<usize>, Option<Map<String, Value>>);
+
+/// What one top-level walk of an upload finds.
 #[derive(Default)]
-struct Top<'a> {
+struct Top {
     has_format: bool,
     format: Option<Value>,
-    content: Option<&'a RawValue>,
+    content: Option<Content>,
     is_verified: Option<Value>,
     fields: Map<String, Value>,
 }
 
-struct TopVisitor;
-
-impl<'de> Visitor<'de> for TopVisitor {
-    type Value = Top<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Top<'de>, A::Error> {
-        let mut top = Top::default();
-        // Python dicts keep the last of duplicate keys; so does every branch here.
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            match key.as_ref() {
-                "format" => {
-                    top.has_format = true;
-                    top.format = Some(map.next_value()?);
-                }
-                "content" => top.content = Some(map.next_value()?),
-                "is_verified" => top.is_verified = Some(map.next_value()?),
-                k if ROW_FIELDS.contains(&k) => {
-                    top.fields.insert(key.into_owned(), map.next_value()?);
-                }
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(top)
-    }
+/// Parses one small value (a row field) where the cursor is.
+fn small_value(cur: &mut Cursor<'_>) -> ScanResult<Value> {
+    let start = cur.i;
+    cur.skip_trusted()?;
+    serde_json::from_slice(&cur.bytes()[start..cur.i]).map_err(|_| ScanError {
+        what: "invalid value",
+        offset: start,
+    })
 }
 
-struct FieldsVisitor;
-
-impl<'de> Visitor<'de> for FieldsVisitor {
-    type Value = Map<String, Value>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON object")
+/// The row fields of a measurement object; `None` when the value is not an object.
+fn row_fields(cur: &mut Cursor<'_>) -> ScanResult<Option<Map<String, Value>>> {
+    if cur.peek() != Some(b'{') {
+        cur.skip_trusted()?;
+        return Ok(None);
     }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Map<String, Value>, A::Error> {
-        let mut fields = Map::new();
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            if ROW_FIELDS.contains(&key.as_ref()) {
-                fields.insert(key.into_owned(), map.next_value()?);
-            } else {
-                map.next_value::<IgnoredAny>()?;
-            }
+    let mut fields = Map::new();
+    cur.object(|raw, escaped, cur| match key_text(raw, escaped) {
+        Some(k) if ROW_FIELDS.contains(&k.as_ref()) => {
+            // Python dicts keep the last of duplicate keys (in the first one's place).
+            fields.insert(k.into_owned(), small_value(cur)?);
+            Ok(())
         }
-        Ok(fields)
-    }
+        _ => cur.skip_trusted(),
+    })?;
+    Ok(Some(fields))
 }
 
 /// What an upload holds: the envelope's `is_verified` and the measurement.
@@ -124,15 +99,45 @@ pub struct Upload<'a> {
 
 /// Parses a post envelope (`{"format":"json","content":{…}}`) or a bare measurement.
 /// Errors say why OONI's fastpath would fail on it.
+///
+/// One walk of the text: the top level and the content's top level are read key by
+/// key, and every value the row does not need (`test_keys`, most of the bytes) is
+/// crossed without being parsed. The text is trusted to be valid JSON, as every
+/// accepted upload was checked whole before it was acknowledged; callers with other
+/// texts check them first (`ooni_scorer_sdk::jsonscan::validate`).
 pub fn parse_upload(body: &[u8]) -> Result<Upload<'_>, String> {
     let text = std::str::from_utf8(body).map_err(|e| format!("invalid UTF-8: {e}"))?;
-    let mut de = serde_json::Deserializer::from_str(text);
-    let top = de
-        .deserialize_map(TopVisitor)
-        .map_err(|e| format!("invalid JSON: {e}"))?;
-    de.end().map_err(|e| format!("invalid JSON: {e}"))?;
+    let mut cur = Cursor::new(text.as_bytes());
+    let mut top = Top::default();
+    if cur.peek() != Some(b'{') {
+        return Err("invalid JSON: expected a JSON object".to_owned());
+    }
+    cur.object(|raw, escaped, cur| {
+        let Some(key) = key_text(raw, escaped) else {
+            return cur.skip_trusted();
+        };
+        match key.as_ref() {
+            "format" => {
+                top.has_format = true;
+                top.format = Some(small_value(cur)?);
+            }
+            "content" => {
+                let start = cur.i;
+                let fields = row_fields(cur)?;
+                top.content = Some((start..cur.i, fields));
+            }
+            "is_verified" => top.is_verified = Some(small_value(cur)?),
+            k if ROW_FIELDS.contains(&k) => {
+                top.fields.insert(key.into_owned(), small_value(cur)?);
+            }
+            _ => cur.skip_trusted()?,
+        }
+        Ok(())
+    })
+    .and_then(|()| cur.end())
+    .map_err(|e| format!("invalid JSON: {e}"))?;
     match (top.has_format, top.content) {
-        (true, Some(content)) => {
+        (true, Some((range, fields))) => {
             match &top.format {
                 Some(Value::String(f)) if f.eq_ignore_ascii_case("json") => {}
                 Some(Value::String(f)) if f.eq_ignore_ascii_case("yaml") => {
@@ -145,13 +150,10 @@ pub fn parse_upload(body: &[u8]) -> Result<Upload<'_>, String> {
                     ))
                 }
             }
-            let json = content.get();
-            let fields = serde_json::Deserializer::from_str(json)
-                .deserialize_map(FieldsVisitor)
-                .map_err(|e| format!("the measurement is not a JSON object: {e}"))?;
+            let fields = fields.ok_or("the measurement is not a JSON object")?;
             Ok(Upload {
                 is_verified: top.is_verified,
-                measurement: Measurement::new(json, fields),
+                measurement: Measurement::new(&text[range], fields),
             })
         }
         _ => Ok(Upload {

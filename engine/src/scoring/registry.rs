@@ -21,6 +21,12 @@ mod bundled {
     include!(concat!(env!("OUT_DIR"), "/bundled_plugins.rs"));
 }
 
+/// The scorers built into the engine: (file name, contents), WebAssembly modules
+/// (`.wasm`) and rule files (`.toml`).
+pub fn bundled_modules() -> &'static [(&'static str, &'static [u8])] {
+    bundled::BUNDLED
+}
+
 /// Calls, failures and time spent, per loaded plugin.
 #[derive(Default)]
 pub struct PluginStats {

@@ -8,6 +8,7 @@
 use crate::fingerprints::{FingerprintSet, Fingerprints};
 use ooni_core::scores::{ScoreError, Scorer, ScorerInfo, Scores};
 use ooni_core::Measurement;
+use ooni_scorer_sdk::projection::Reads;
 use ooni_scorer_sdk::Host;
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
@@ -67,6 +68,10 @@ impl WasmRuntime {
         let mut cfg = Config::new();
         cfg.epoch_interruption(true);
         cfg.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        // `OONI_WASM_PERFMAP=1`: name compiled scorer functions for `perf report`.
+        if std::env::var_os("OONI_WASM_PERFMAP").is_some() {
+            cfg.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&cfg).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
         let weak = engine.weak();
         std::thread::Builder::new()
@@ -101,6 +106,10 @@ struct Live {
 pub struct WasmScorer {
     info: ScorerInfo,
     pub test_names: Vec<String>,
+    /// What the module reads (`reads` in its meta); `None`: the whole measurement.
+    reads: Option<Reads>,
+    /// Some reads are bodies the host matches itself (`bodies` in its meta).
+    bodies: bool,
     engine: Engine,
     pre: InstancePre<HostState>,
     limits: Limits,
@@ -230,6 +239,8 @@ impl WasmScorer {
                 version: String::new(),
             },
             test_names: Vec::new(),
+            reads: None,
+            bodies: false,
             engine: rt.engine.clone(),
             pre,
             limits,
@@ -287,11 +298,42 @@ impl WasmScorer {
             .ok_or_else(|| {
                 LoadError::Meta("`test_names` must be a non-empty array of strings".into())
             })?;
+        let paths = |key: &str| -> Result<Option<Vec<&str>>, LoadError> {
+            let bad = || LoadError::Meta(format!("`{key}` must be an array of paths"));
+            match meta.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .map(|p| p.as_str().filter(|s| !s.is_empty()))
+                    .collect::<Option<Vec<&str>>>()
+                    .map(Some)
+                    .ok_or_else(bad),
+                Some(_) => Err(bad()),
+            }
+        };
+        scorer.reads = match (paths("reads")?, paths("bodies")?) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(LoadError::Meta("`bodies` needs `reads`".into()));
+            }
+            (Some(reads), bodies) => {
+                scorer.bodies = bodies.is_some();
+                Some(
+                    Reads::with_bodies(&reads, &bodies.unwrap_or_default())
+                        .map_err(LoadError::Meta)?,
+                )
+            }
+        };
         live.store.data_mut().plugin = Arc::from(scorer.info.name.as_str());
         if let Ok(mut idle) = scorer.idle.lock() {
             idle.push(live);
         }
         Ok(scorer)
+    }
+
+    /// Whether the module declared its reads (and is sent measurements cut down).
+    pub fn reads_something(&self) -> bool {
+        self.reads.is_some()
     }
 
     fn deadline_ticks(&self) -> u64 {
@@ -465,6 +507,19 @@ impl Scorer for WasmScorer {
     }
 
     fn score(&self, msm: &Measurement<'_>) -> Result<Scores, ScoreError> {
-        self.call(msm.json).map_err(ScoreError)
+        let Some(reads) = &self.reads else {
+            return self.call(msm.json).map_err(ScoreError);
+        };
+        // Cut down to what the module reads, its bodies matched here with the set
+        // this call is pinned to.
+        let fingerprints = self.fingerprints.for_scoring();
+        let hook = |raw: &[u8]| ooni_scorer_sdk::matching::matched_body(raw, fingerprints.as_ref());
+        match reads.project_with(msm.json.as_bytes(), self.bodies.then_some(&hook)) {
+            Ok(sent) => self.call(&sent).map_err(ScoreError),
+            // Without bodies the module can say what is wrong with the text; with
+            // them it must never see a text the host did not cut (nor its bodies).
+            Err(_) if !self.bodies => self.call(msm.json).map_err(ScoreError),
+            Err(e) => Err(ScoreError(format!("measurement is not JSON: {e}"))),
+        }
     }
 }

@@ -38,6 +38,8 @@ impl Scorer for Hhfm {
         name: "http_header_field_manipulation",
         version: "0.92.0",
         test_names: &["http_header_field_manipulation"],
+        reads: &["report_id", "test_keys.requests"],
+        bodies: &[],
     };
 
     fn score(msm: &Value, _host: &dyn Host) -> Result<Scores, String> {
@@ -140,7 +142,10 @@ mod tests {
     use ooni_scorer_sdk::{json, NoFingerprints};
 
     fn score(tk: Value) -> Result<Scores, String> {
-        Hhfm::score(&json!({"report_id": "r", "test_keys": tk}), &NoFingerprints)
+        ooni_scorer_sdk::testing::score_as_sent::<Hhfm>(
+            &json!({"report_id": "r", "test_keys": tk}),
+            &NoFingerprints,
+        )
     }
 
     fn req(sent: Value, echoed: Value) -> Value {

@@ -22,6 +22,8 @@ impl Scorer for HttpInvalidRequestLine {
         name: "http_invalid_request_line",
         version: "0.92.0",
         test_names: &["http_invalid_request_line"],
+        reads: &["report_id", "test_keys.sent", "test_keys.received"],
+        bodies: &[],
     };
 
     fn score(msm: &Value, _host: &dyn Host) -> Result<Scores, String> {
@@ -56,7 +58,10 @@ mod tests {
     use ooni_scorer_sdk::{json, NoFingerprints};
 
     fn score(tk: Value) -> Result<Scores, String> {
-        HttpInvalidRequestLine::score(&json!({"report_id": "r", "test_keys": tk}), &NoFingerprints)
+        ooni_scorer_sdk::testing::score_as_sent::<HttpInvalidRequestLine>(
+            &json!({"report_id": "r", "test_keys": tk}),
+            &NoFingerprints,
+        )
     }
 
     #[test]

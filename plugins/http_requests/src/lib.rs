@@ -14,6 +14,16 @@ impl Scorer for HttpRequests {
         name: "http_requests",
         version: "0.92.0",
         test_names: &["http_requests"],
+        reads: &[
+            "probe_cc",
+            "control_failure",
+            "experiment_failure",
+            "test_keys.body_length_match",
+            "test_keys.headers_match",
+            "test_keys.requests.request.tor.is_tor",
+            "test_keys.requests.response.headers",
+        ],
+        bodies: &["test_keys.requests.response.body"],
     };
 
     fn score(msm: &Value, host: &dyn Host) -> Result<Scores, String> {
@@ -65,7 +75,7 @@ mod tests {
     use ooni_scorer_sdk::{json, NoFingerprints};
 
     fn score(msm: Value) -> Scores {
-        HttpRequests::score(&msm, &NoFingerprints).unwrap()
+        ooni_scorer_sdk::testing::score_as_sent::<HttpRequests>(&msm, &NoFingerprints).unwrap()
     }
 
     #[test]

@@ -11,6 +11,11 @@ impl Scorer for Meek {
         name: "meek_fronted_requests_test",
         version: "0.92.0",
         test_names: &["meek_fronted_requests_test"],
+        reads: &[
+            "test_keys.requests.response.code",
+            "test_keys.requests.response.headers",
+        ],
+        bodies: &[],
     };
 
     fn score(msm: &Value, _host: &dyn Host) -> Result<Scores, String> {
@@ -98,7 +103,8 @@ mod tests {
     use ooni_scorer_sdk::{json, NoFingerprints};
 
     fn score(tk: Value) -> Scores {
-        Meek::score(&json!({"test_keys": tk}), &NoFingerprints).unwrap()
+        ooni_scorer_sdk::testing::score_as_sent::<Meek>(&json!({"test_keys": tk}), &NoFingerprints)
+            .unwrap()
     }
 
     #[test]

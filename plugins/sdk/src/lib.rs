@@ -13,7 +13,9 @@ mod arena;
 pub mod b64;
 pub mod getters;
 pub mod host;
+pub mod jsonscan;
 pub mod matching;
+pub mod projection;
 pub mod scores;
 #[doc(hidden)]
 pub mod wasm;
@@ -35,6 +37,42 @@ pub struct Info {
     pub version: &'static str,
     /// The `test_name`s this scorer scores.
     pub test_names: &'static [&'static str],
+    /// The paths this scorer reads ([`projection`] gives the syntax). The engine sends
+    /// only those values; every other value arrives as `null`, its key kept. Empty:
+    /// the whole measurement. Every plugin's tests should score their fixtures through
+    /// [`testing::score_as_sent`] too, which fails when a read is missing here.
+    pub reads: &'static [&'static str],
+    /// Paths (among what is read) whose values the scorer only hands to
+    /// `matching::match_response` as HTTP bodies. The engine matches them itself while
+    /// it cuts the measurement down and sends their matches instead of the bodies
+    /// (`matching::matched_body`), so a page's bytes are never copied into the module.
+    pub bodies: &'static [&'static str],
+}
+
+/// Scoring as the engine does it, for a plugin's own tests.
+pub mod testing {
+    use crate::{projection::Reads, Host, Scorer, Scores, Value};
+
+    /// Scores `msm` as the engine would send it (cut down to `S::INFO.reads`) and
+    /// panics if that differs from scoring the whole measurement.
+    pub fn score_as_sent<S: Scorer>(msm: &Value, host: &dyn Host) -> Result<Scores, String> {
+        let whole = S::score(msm, host);
+        if S::INFO.reads.is_empty() {
+            return whole;
+        }
+        let reads = Reads::with_bodies(S::INFO.reads, S::INFO.bodies).expect("read paths compile");
+        let hook = |raw: &[u8]| crate::matching::matched_body(raw, host);
+        let text = reads
+            .project_with(msm.to_string().as_bytes(), Some(&hook))
+            .expect("a serialised value projects");
+        let sent: Value = serde_json::from_str(&text).expect("a projection is JSON");
+        let cut = S::score(&sent, host);
+        assert_eq!(
+            cut, whole,
+            "scores differ when the measurement is cut down to INFO.reads: a read path is missing\nsent: {text}"
+        );
+        whole
+    }
 }
 
 /// A scorer. `score` gets the measurement (the envelope's `content`) and the host,

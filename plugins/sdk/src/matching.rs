@@ -22,6 +22,40 @@ impl From<String> for MatchError {
     }
 }
 
+/// The `format` of a body the engine matched itself: `{"format": MATCHED_FORMAT,
+/// "matches": [...]}` arrives in place of a body on a path the scorer declared in
+/// `Info::bodies`.
+pub const MATCHED_FORMAT: &str = "ooni-matched";
+
+/// What the engine sends in place of one body value (its raw JSON text): the body's
+/// fingerprint matches, for a string or a base64 body that decodes. Anything else is
+/// sent as it is (so the scorer fails or skips it as before), except an object that
+/// claims to be matched already, which becomes `{}`: any object that is not base64 is
+/// skipped, so a probe cannot hand in matches of its own.
+pub fn matched_body(raw: &[u8], host: &dyn Host) -> Option<String> {
+    let bytes = match raw.first()? {
+        b'"' => {
+            let s: String = serde_json::from_slice(raw).ok()?;
+            host.match_http_body(s.as_bytes())
+        }
+        b'{' => {
+            let v: Value = serde_json::from_slice(raw).ok()?;
+            let o = v.as_object()?;
+            match o.get("format").and_then(Value::as_str) {
+                Some(MATCHED_FORMAT) => return Some("{}".to_owned()),
+                Some("base64") if o.contains_key("data") => {
+                    let decoded = b64::decode(o["data"].as_str()?).ok()?;
+                    host.match_http_body(&decoded)
+                }
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    let matches: Vec<Value> = bytes.into_iter().map(Value::Object).collect();
+    Some(serde_json::json!({"format": MATCHED_FORMAT, "matches": matches}).to_string())
+}
+
 /// Looks one HTTP response up: its body (base64 bodies decoded first; any other
 /// object body skipped), then its headers.
 pub fn match_response(
@@ -34,6 +68,17 @@ pub fn match_response(
         .ok_or_else(|| MatchError::Other(format!("response is a {}", kind(resp))))?;
     match resp.get("body") {
         None | Some(Value::Null) => {}
+        Some(Value::Object(body))
+            if body.get("format").and_then(Value::as_str) == Some(MATCHED_FORMAT) =>
+        {
+            let found = body.get("matches").and_then(Value::as_array);
+            matches.extend(
+                found
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|m| m.as_object().cloned()),
+            );
+        }
         Some(Value::Object(body)) => {
             if body.contains_key("data")
                 && body.get("format").and_then(Value::as_str) == Some("base64")

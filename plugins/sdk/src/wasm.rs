@@ -79,12 +79,18 @@ fn hand_out(bytes: Vec<u8>) -> i64 {
 }
 
 pub fn meta(info: &Info) -> i64 {
-    let v = serde_json::json!({
+    let mut v = serde_json::json!({
         "abi": crate::ABI_VERSION,
         "name": info.name,
         "version": info.version,
         "test_names": info.test_names,
     });
+    if !info.reads.is_empty() {
+        v["reads"] = serde_json::json!(info.reads);
+    }
+    if !info.bodies.is_empty() {
+        v["bodies"] = serde_json::json!(info.bodies);
+    }
     hand_out(v.to_string().into_bytes())
 }
 

@@ -78,6 +78,16 @@ impl Scorer for Signal {
         name: "signal",
         version: "0.92.0",
         test_names: &["signal"],
+        reads: &[
+            "test_version",
+            "measurement_start_time",
+            "annotations.engine_version",
+            "test_keys.failed_operation",
+            "test_keys.failure",
+            "test_keys.signal_backend_status",
+            "test_keys.signal_backend_failure",
+        ],
+        bodies: &[],
     };
 
     fn score(msm: &Value, _host: &dyn Host) -> Result<Scores, String> {
@@ -123,7 +133,7 @@ mod tests {
     use ooni_scorer_sdk::{json, NoFingerprints};
 
     fn score(msm: Value) -> Scores {
-        Signal::score(&msm, &NoFingerprints).unwrap()
+        ooni_scorer_sdk::testing::score_as_sent::<Signal>(&msm, &NoFingerprints).unwrap()
     }
 
     fn msm(tv: &str, start: &str, ev: &str, tk: Value) -> Value {

@@ -16,6 +16,13 @@ impl Scorer for Telegram {
         name: "telegram",
         version: "0.92.0",
         test_names: &["telegram"],
+        reads: &[
+            "test_keys.telegram_web_status",
+            "test_keys.tcp_connect.status.success",
+            "test_keys.requests.request.url",
+            "test_keys.requests.failure",
+        ],
+        bodies: &[],
     };
 
     fn score(msm: &Value, _host: &dyn Host) -> Result<Scores, String> {
@@ -95,7 +102,11 @@ mod tests {
     use ooni_scorer_sdk::{json, NoFingerprints};
 
     fn score(tk: Value) -> Scores {
-        Telegram::score(&json!({"test_keys": tk}), &NoFingerprints).unwrap()
+        ooni_scorer_sdk::testing::score_as_sent::<Telegram>(
+            &json!({"test_keys": tk}),
+            &NoFingerprints,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -139,7 +150,7 @@ mod tests {
         let s = score(json!({"requests": [{"request": {}, "failure": null}]}));
         assert_eq!(s["accuracy"], json!(0.0));
         assert_eq!(s.len(), 6);
-        assert!(Telegram::score(
+        assert!(ooni_scorer_sdk::testing::score_as_sent::<Telegram>(
             &json!({"test_keys": {"requests": [{"request": {"url": "x"}}]}}),
             &NoFingerprints
         )

@@ -11,6 +11,8 @@ impl Scorer for Tor {
         name: "tor",
         version: "0.92.0",
         test_names: &["tor"],
+        reads: &["test_runtime", "test_keys.targets.*.failure"],
+        bodies: &[],
     };
 
     fn score(msm: &Value, _host: &dyn Host) -> Result<Scores, String> {
@@ -76,7 +78,7 @@ mod tests {
     use ooni_scorer_sdk::{json, NoFingerprints};
 
     fn score(tk: Value) -> Result<Scores, String> {
-        Tor::score(
+        ooni_scorer_sdk::testing::score_as_sent::<Tor>(
             &json!({"test_runtime": 1.5, "test_keys": tk}),
             &NoFingerprints,
         )

@@ -36,6 +36,12 @@ impl Scorer for VanillaTor {
         name: "vanilla_tor",
         version: "0.92.0",
         test_names: &["vanilla_tor"],
+        reads: &[
+            "test_keys.tor_logs",
+            "test_keys.tor_log",
+            "test_keys.tor_progress",
+        ],
+        bodies: &[],
     };
 
     fn score(msm: &Value, _host: &dyn Host) -> Result<Scores, String> {
@@ -73,7 +79,10 @@ mod tests {
     use ooni_scorer_sdk::{json, NoFingerprints};
 
     fn score(tk: Value) -> Result<Scores, String> {
-        VanillaTor::score(&json!({"test_keys": tk}), &NoFingerprints)
+        ooni_scorer_sdk::testing::score_as_sent::<VanillaTor>(
+            &json!({"test_keys": tk}),
+            &NoFingerprints,
+        )
     }
 
     #[test]

@@ -116,6 +116,18 @@ impl Scorer for WebConnectivity {
         name: "web_connectivity",
         version: "0.92.0",
         test_names: &["web_connectivity"],
+        reads: &[
+            "probe_cc",
+            "test_keys.queries.answers.ipv4",
+            "test_keys.queries.answers.hostname",
+            "test_keys.queries.answers.ipv6",
+            "test_keys.requests.response.headers",
+            "test_keys.title_match",
+            "test_keys.blocking",
+            "test_keys.accessible",
+            "test_keys.*_failure",
+        ],
+        bodies: &["test_keys.requests.response.body"],
     };
 
     fn score(msm: &Value, host: &dyn Host) -> Result<Scores, String> {
@@ -139,7 +151,10 @@ mod tests {
     use ooni_scorer_sdk::{json, Map, NoFingerprints};
 
     fn score(msm: Value) -> Value {
-        Value::Object(WebConnectivity::score(&msm, &NoFingerprints).unwrap())
+        Value::Object(
+            ooni_scorer_sdk::testing::score_as_sent::<WebConnectivity>(&msm, &NoFingerprints)
+                .unwrap(),
+        )
     }
 
     fn zeros() -> Value {
@@ -207,7 +222,11 @@ mod tests {
 
     #[test]
     fn missing_probe_cc_fails() {
-        assert!(WebConnectivity::score(&json!({"test_keys": {}}), &NoFingerprints).is_err());
+        assert!(ooni_scorer_sdk::testing::score_as_sent::<WebConnectivity>(
+            &json!({"test_keys": {}}),
+            &NoFingerprints
+        )
+        .is_err());
     }
 
     /// A host that knows one nat fingerprint for one DNS answer.
@@ -231,7 +250,7 @@ mod tests {
     #[test]
     fn confirmed_nat_match_adds_to_blocking_general() {
         let m = json!({"probe_cc": "ir", "test_keys": {"blocking": "dns", "queries": [{"answers": [{"ipv4": "10.10.34.34"}]}]}});
-        let s = WebConnectivity::score(&m, &OneFp).unwrap();
+        let s = ooni_scorer_sdk::testing::score_as_sent::<WebConnectivity>(&m, &OneFp).unwrap();
         let keys: Vec<&String> = s.keys().collect();
         assert_eq!(keys[5..], ["fingerprints", "confirmed", "analysis"]);
         assert_eq!(s["blocking_general"], json!(2.0));

@@ -26,6 +26,14 @@ impl Scorer for Whatsapp {
         name: "whatsapp",
         version: "0.92.0",
         test_names: &["whatsapp"],
+        reads: &[
+            "report_id",
+            "test_keys.*_failure",
+            "test_keys.requests.request.url",
+            "test_keys.requests.failure",
+            "test_keys.tcp_connect.status.success",
+        ],
+        bodies: &[],
     };
 
     fn score(msm: &Value, _host: &dyn Host) -> Result<Scores, String> {
@@ -119,7 +127,11 @@ mod tests {
     use ooni_scorer_sdk::{json, NoFingerprints};
 
     fn score(tk: Value) -> Scores {
-        Whatsapp::score(&json!({"report_id": "r", "test_keys": tk}), &NoFingerprints).unwrap()
+        ooni_scorer_sdk::testing::score_as_sent::<Whatsapp>(
+            &json!({"report_id": "r", "test_keys": tk}),
+            &NoFingerprints,
+        )
+        .unwrap()
     }
 
     fn reqs(web_failure: Value, reg_failure: Value) -> Value {

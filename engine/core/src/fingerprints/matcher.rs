@@ -1,12 +1,12 @@
 //! The compiled fingerprint set. Built once per reload, then shared read-only.
 //!
 //! Each field is scanned once whatever the number of fingerprints: literal patterns go
-//! into one Aho-Corasick automaton per location, regular expressions into one regex
-//! set, exact values into a hash map. Matches come back in the order of the set, as
-//! OONI reports them.
+//! into one `LiteralScan` per location (see `literal_scan`), regular expressions into
+//! one regex set, exact values into a hash map. Matches come back in the order of the
+//! set, as OONI reports them.
 
+use super::literal_scan::LiteralScan;
 use super::schema::{regex_source, Fingerprint, Kind, PatternType, REGEX_SIZE_LIMIT};
-use aho_corasick::AhoCorasick;
 use ooni_scorer_sdk::{b64, FingerprintMatch, Host};
 use regex::bytes::{RegexSet, RegexSetBuilder};
 use serde_json::{Map, Value};
@@ -37,9 +37,9 @@ impl std::str::FromStr for Mode {
     }
 }
 
-/// Literal patterns of one location, searched in one pass.
+/// Literal patterns of one location, searched in one pass (see `literal_scan`).
 struct Literals {
-    automaton: Option<AhoCorasick>,
+    scan: LiteralScan,
     /// For each distinct pattern: (fingerprint index, its type).
     owners: Vec<Vec<(u32, PatternType)>>,
 }
@@ -57,35 +57,24 @@ impl Literals {
             });
             owners[i].push((fp, ty));
         }
-        // A DFA scans fastest; past its size limit fall back to the default choice.
-        let automaton = (!patterns.is_empty()).then(|| {
-            AhoCorasick::builder()
-                .kind(Some(aho_corasick::AhoCorasickKind::DFA))
-                .build(&patterns)
-                .or_else(|_| AhoCorasick::new(&patterns))
-                .expect("literal patterns always compile")
-        });
-        Literals { automaton, owners }
+        Literals {
+            scan: LiteralScan::new(&patterns),
+            owners,
+        }
     }
 
     /// Fingerprints whose literal occurs in `hay` (as a prefix, for `prefix` rows
     /// when `honour_prefix`), pushed to `out`.
     fn scan(&self, hay: &[u8], honour_prefix: bool, out: &mut Vec<u32>) {
-        let Some(ac) = &self.automaton else { return };
-        let mut seen = vec![false; self.owners.len()];
-        for m in ac.find_overlapping_iter(hay) {
-            let p = m.pattern().as_usize();
+        self.scan.find_each(hay, |p| {
             for &(fp, ty) in &self.owners[p] {
-                if honour_prefix && ty == PatternType::Prefix {
-                    if m.start() == 0 {
-                        out.push(fp);
-                    }
-                } else if !seen[p] {
+                if !(honour_prefix && ty == PatternType::Prefix)
+                    || hay.starts_with(self.scan.pattern(p))
+                {
                     out.push(fp);
                 }
             }
-            seen[p] = true;
-        }
+        });
     }
 }
 
@@ -576,6 +565,58 @@ pattern = "x"
                 assert_eq!(names(m.headers(&h)), ["h"], "{mode:?} {name}");
             }
         }
+    }
+
+    /// Real-looking blockpages against body rows of every shape the literal scan
+    /// treats apart: long (anchored) and short (side searcher) patterns, non-ASCII,
+    /// quotes, CR/LF, and one pattern shared by a prefix row and a contains row.
+    #[test]
+    fn blockpage_bodies() {
+        let rows = [
+            ("ru.title", "contains", "<title>Доступ ограничен</title>"),
+            ("id.iframe", "contains", r#"iframe src=\"http://10.10."#),
+            ("kr.warning", "contains", "http://warning.or.kr"),
+            ("crlf", "contains", r"</h1>\r\n<p>The page"),
+            ("busy", "contains", "BUSY"),
+            ("start", "prefix", "<html><head><title>Blocked"),
+            ("anywhere", "contains", "<html><head><title>Blocked"),
+        ];
+        let mut text = String::new();
+        for (name, ty, pattern) in rows {
+            text.push_str(&format!(
+                "[[http]]\nname = \"{name}\"\nscope = \"isp\"\nlocation_found = \"body\"\n\
+                 pattern_type = \"{ty}\"\npattern = \"{pattern}\"\n\n"
+            ));
+        }
+        let fps = parse_file("blockpages.toml", &text).unwrap();
+        let (c, s) = (
+            Matcher::new(&fps, Mode::Compat),
+            Matcher::new(&fps, Mode::Strict),
+        );
+        let ru = "<html><head><meta charset=\"utf-8\"><title>Доступ ограничен</title></head>\r\n\
+                  <body><h1>Доступ ограничен</h1>\r\n<p>The page is blocked</p></body></html>";
+        for m in [&c, &s] {
+            assert_eq!(names(m.body(ru.as_bytes())), ["ru.title", "crlf"]);
+        }
+        let id = r#"<body><iframe src="http://10.10.34.36/?BUSY" width="100%"></iframe></body>"#;
+        for m in [&c, &s] {
+            assert_eq!(names(m.body(id.as_bytes())), ["id.iframe", "busy"]);
+        }
+        let kr = "<html><head><title>Blocked</title></head>\n<body>\
+                  <iframe src='http://warning.or.kr' width='100%'></iframe></body></html>";
+        assert_eq!(
+            names(s.body(kr.as_bytes())),
+            ["kr.warning", "start", "anywhere"]
+        );
+        let later = format!("<!-- x -->{kr}");
+        assert_eq!(names(s.body(later.as_bytes())), ["kr.warning", "anywhere"]);
+        assert_eq!(
+            names(c.body(later.as_bytes())),
+            ["kr.warning", "start", "anywhere"],
+            "compat: every body row is a substring"
+        );
+        assert!(s.body(b"<html><head><title>Blocke").is_empty());
+        assert!(s.body(b"").is_empty());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! `strict` (every pattern type and the country rules honoured).
 
 pub mod import;
+pub mod literal_scan;
 pub mod matcher;
 pub mod schema;
 

@@ -1,0 +1,626 @@
+//! A validating JSON scanner that finds where values begin and end without building
+//! them. Strings (most of a measurement's bytes: response bodies, certificates) are
+//! crossed eight bytes at a time; everything else one token at a time. Callers parse
+//! with `serde_json` only the few small values they need.
+//!
+//! It accepts exactly what `serde_json` accepts for an already valid UTF-8 text:
+//! RFC 8259 grammar, no control characters in strings, valid escapes, nesting up to
+//! 128 levels (the limit `serde_json` uses).
+
+use std::fmt;
+
+/// Deepest nesting accepted, as `serde_json`'s recursion limit.
+pub const MAX_DEPTH: usize = 128;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanError {
+    pub what: &'static str,
+    pub offset: usize,
+}
+
+impl fmt::Display for ScanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} at byte {}", self.what, self.offset)
+    }
+}
+
+impl std::error::Error for ScanError {}
+
+pub type Result<T> = std::result::Result<T, ScanError>;
+
+/// A position in a JSON text.
+#[derive(Clone)]
+pub struct Cursor<'a> {
+    b: &'a [u8],
+    pub i: usize,
+}
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Bytes of `w` that are `"`, `\` or below 0x20 get their high bit set (SWAR; exact
+/// for every byte, so the first flagged byte is the first such byte).
+#[inline(always)]
+fn specials(w: u64) -> u64 {
+    let q = w ^ (LO * b'"' as u64);
+    let s = w ^ (LO * b'\\' as u64);
+    // x == 0 exactly when ((x & 0x7f) + 0x7f) has no high bit and x has none either.
+    let zero = |x: u64| !(((x & !HI).wrapping_add(!HI)) | x) & HI;
+    // x < 0x20 exactly when ((x & 0x7f) + 0x60) has no high bit and x has none either.
+    let ctl = !(((w & !HI).wrapping_add(LO * 0x60)) | w) & HI;
+    zero(q) | zero(s) | ctl
+}
+
+impl<'a> Cursor<'a> {
+    pub fn new(b: &'a [u8]) -> Cursor<'a> {
+        Cursor { b, i: 0 }
+    }
+
+    pub fn bytes(&self) -> &'a [u8] {
+        self.b
+    }
+
+    fn err<T>(&self, what: &'static str) -> Result<T> {
+        Err(ScanError {
+            what,
+            offset: self.i,
+        })
+    }
+
+    #[inline]
+    pub fn ws(&mut self) {
+        while let Some(&c) = self.b.get(self.i) {
+            if !matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
+                break;
+            }
+            self.i += 1;
+        }
+    }
+
+    /// The next non-whitespace byte, not consumed.
+    #[inline]
+    pub fn peek(&mut self) -> Option<u8> {
+        self.ws();
+        self.b.get(self.i).copied()
+    }
+
+    /// Consumes `c` (after whitespace) or fails with `what`.
+    #[inline]
+    pub fn expect(&mut self, c: u8, what: &'static str) -> Result<()> {
+        if self.peek() == Some(c) {
+            self.i += 1;
+            Ok(())
+        } else {
+            self.err(what)
+        }
+    }
+
+    /// Fails unless only whitespace is left.
+    pub fn end(&mut self) -> Result<()> {
+        match self.peek() {
+            None => Ok(()),
+            Some(_) => self.err("trailing characters"),
+        }
+    }
+
+    /// Crosses a string whose opening quote is at the cursor. Returns the raw text
+    /// between the quotes and whether it holds escapes.
+    #[inline]
+    pub fn string(&mut self) -> Result<(&'a [u8], bool)> {
+        let start = self.i + 1;
+        let mut i = start;
+        let mut escaped = false;
+        let b = self.b;
+        loop {
+            while i + 8 <= b.len() {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(&b[i..i + 8]);
+                let m = specials(u64::from_le_bytes(w));
+                if m != 0 {
+                    i += (m.trailing_zeros() / 8) as usize;
+                    break;
+                }
+                i += 8;
+            }
+            match b.get(i) {
+                Some(b'"') => {
+                    self.i = i + 1;
+                    return Ok((&b[start..i], escaped));
+                }
+                Some(b'\\') => {
+                    escaped = true;
+                    match b.get(i + 1) {
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
+                        Some(b'u') => {
+                            let hex = b.get(i + 2..i + 6);
+                            if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                                self.i = i;
+                                return self.err("invalid \\u escape");
+                            }
+                            i += 6;
+                        }
+                        _ => {
+                            self.i = i;
+                            return self.err("invalid escape");
+                        }
+                    }
+                }
+                Some(&c) if c < 0x20 => {
+                    self.i = i;
+                    return self.err("control character in a string");
+                }
+                Some(_) => i += 1,
+                None => {
+                    self.i = i;
+                    return self.err("unterminated string");
+                }
+            }
+        }
+    }
+
+    fn number(&mut self) -> Result<()> {
+        let b = self.b;
+        let mut i = self.i;
+        let digits = |i: &mut usize| {
+            let s = *i;
+            while b.get(*i).is_some_and(u8::is_ascii_digit) {
+                *i += 1;
+            }
+            *i - s
+        };
+        if b.get(i) == Some(&b'-') {
+            i += 1;
+        }
+        match b.get(i) {
+            Some(b'0') => i += 1,
+            Some(b'1'..=b'9') => {
+                digits(&mut i);
+            }
+            _ => {
+                self.i = i;
+                return self.err("invalid number");
+            }
+        }
+        if b.get(i) == Some(&b'.') {
+            i += 1;
+            if digits(&mut i) == 0 {
+                self.i = i;
+                return self.err("invalid number");
+            }
+        }
+        if matches!(b.get(i), Some(b'e' | b'E')) {
+            i += 1;
+            if matches!(b.get(i), Some(b'+' | b'-')) {
+                i += 1;
+            }
+            if digits(&mut i) == 0 {
+                self.i = i;
+                return self.err("invalid number");
+            }
+        }
+        self.i = i;
+        Ok(())
+    }
+
+    fn literal(&mut self, word: &'static [u8]) -> Result<()> {
+        if self.b.get(self.i..self.i + word.len()) == Some(word) {
+            self.i += word.len();
+            Ok(())
+        } else {
+            self.err("invalid literal")
+        }
+    }
+
+    /// Crosses one value (after whitespace). Returns the byte it started with.
+    pub fn skip_value(&mut self) -> Result<u8> {
+        self.skip_at_depth(0)
+    }
+
+    fn skip_at_depth(&mut self, depth: usize) -> Result<u8> {
+        let Some(c) = self.peek() else {
+            return self.err("expected a value");
+        };
+        match c {
+            b'"' => {
+                self.string()?;
+            }
+            b'{' => {
+                if depth >= MAX_DEPTH {
+                    return self.err("nested too deeply");
+                }
+                self.i += 1;
+                if self.peek() == Some(b'}') {
+                    self.i += 1;
+                    return Ok(c);
+                }
+                loop {
+                    if self.peek() != Some(b'"') {
+                        return self.err("expected a key");
+                    }
+                    self.string()?;
+                    self.expect(b':', "expected `:`")?;
+                    self.skip_at_depth(depth + 1)?;
+                    match self.peek() {
+                        Some(b',') => self.i += 1,
+                        Some(b'}') => {
+                            self.i += 1;
+                            break;
+                        }
+                        _ => return self.err("expected `,` or `}`"),
+                    }
+                }
+            }
+            b'[' => {
+                if depth >= MAX_DEPTH {
+                    return self.err("nested too deeply");
+                }
+                self.i += 1;
+                if self.peek() == Some(b']') {
+                    self.i += 1;
+                    return Ok(c);
+                }
+                loop {
+                    self.skip_at_depth(depth + 1)?;
+                    match self.peek() {
+                        Some(b',') => self.i += 1,
+                        Some(b']') => {
+                            self.i += 1;
+                            break;
+                        }
+                        _ => return self.err("expected `,` or `]`"),
+                    }
+                }
+            }
+            b't' => self.literal(b"true")?,
+            b'f' => self.literal(b"false")?,
+            b'n' => self.literal(b"null")?,
+            b'-' | b'0'..=b'9' => self.number()?,
+            _ => return self.err("expected a value"),
+        }
+        Ok(c)
+    }
+
+    /// Crosses one value without validating it, for texts already validated (uploads
+    /// are checked whole before they are acknowledged). Objects and arrays are crossed
+    /// 64 bytes at a time: only brackets outside strings are counted.
+    pub fn skip_trusted(&mut self) -> Result<()> {
+        match self.peek() {
+            Some(b'{' | b'[') => self.skip_container(),
+            Some(b'"') => self.string().map(drop),
+            _ => self.skip_value().map(drop),
+        }
+    }
+
+    fn skip_container(&mut self) -> Result<()> {
+        let b = self.b;
+        let mut pos = self.i;
+        let mut depth: u32 = 0;
+        // All ones when the block starts inside a string.
+        let mut in_string: u64 = 0;
+        let mut escape_carry = false;
+        while pos < b.len() {
+            let mut tail = [b' '; 64];
+            let block: &[u8; 64] = match b.get(pos..pos + 64) {
+                Some(s) => s.try_into().map_err(|_| self.at(pos, "internal: block"))?,
+                None => {
+                    tail[..b.len() - pos].copy_from_slice(&b[pos..]);
+                    &tail
+                }
+            };
+            let m = masks(block);
+            // Characters escaped by a backslash, left to right (backslashes are rare).
+            let mut escaped = u64::from(escape_carry);
+            escape_carry = false;
+            let mut starts = m.backslash & !escaped;
+            while starts != 0 {
+                let p = starts.trailing_zeros();
+                if p == 63 {
+                    escape_carry = true;
+                    break;
+                }
+                escaped |= 1 << (p + 1);
+                starts &= !(1 << (p + 1));
+                starts &= starts - 1;
+            }
+            let inside = prefix_xor(m.quote & !escaped) ^ in_string;
+            in_string = 0u64.wrapping_sub(inside >> 63);
+            let open = m.open & !inside;
+            let close = m.close & !inside;
+            if depth > close.count_ones() {
+                depth = depth + open.count_ones() - close.count_ones();
+            } else {
+                let mut s = open | close;
+                while s != 0 {
+                    let p = s.trailing_zeros();
+                    if open >> p & 1 == 1 {
+                        depth += 1;
+                    } else {
+                        depth = depth.saturating_sub(1);
+                        if depth == 0 {
+                            self.i = pos + p as usize + 1;
+                            return Ok(());
+                        }
+                    }
+                    s &= s - 1;
+                }
+            }
+            pos += 64;
+        }
+        Err(self.at(b.len(), "unterminated object or array"))
+    }
+
+    fn at(&self, offset: usize, what: &'static str) -> ScanError {
+        ScanError { what, offset }
+    }
+
+    /// Walks an object whose `{` is next, calling `member(key, has_escapes, cursor)`
+    /// with the cursor before each value; `member` must cross the value.
+    pub fn object(
+        &mut self,
+        mut member: impl FnMut(&'a [u8], bool, &mut Cursor<'a>) -> Result<()>,
+    ) -> Result<()> {
+        self.expect(b'{', "expected an object")?;
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            return Ok(());
+        }
+        loop {
+            if self.peek() != Some(b'"') {
+                return self.err("expected a key");
+            }
+            let (key, esc) = self.string()?;
+            self.expect(b':', "expected `:`")?;
+            self.ws();
+            member(key, esc, self)?;
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b'}') => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                _ => return self.err("expected `,` or `}`"),
+            }
+        }
+    }
+}
+
+/// Bit masks of one 64-byte block: bit k is byte k.
+struct Masks {
+    quote: u64,
+    backslash: u64,
+    open: u64,
+    close: u64,
+}
+
+/// Bit k of the result is the XOR of bits 0..=k of `x`: set between an opening quote
+/// (included) and its closing quote (excluded).
+#[inline(always)]
+fn prefix_xor(mut x: u64) -> u64 {
+    x ^= x << 1;
+    x ^= x << 2;
+    x ^= x << 4;
+    x ^= x << 8;
+    x ^= x << 16;
+    x ^= x << 32;
+    x
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn masks(block: &[u8; 64]) -> Masks {
+    use std::arch::x86_64::*;
+    let (mut quote, mut backslash, mut open, mut close) = (0u64, 0u64, 0u64, 0u64);
+    // SAFETY: SSE2 is part of the x86_64 baseline; each unaligned 16-byte load reads
+    // inside the 64-byte array.
+    unsafe {
+        let q = _mm_set1_epi8(b'"' as i8);
+        let bs = _mm_set1_epi8(b'\\' as i8);
+        let lower = _mm_set1_epi8(0x20);
+        // `{` 0x7b and `[` 0x5b (`}` 0x7d and `]` 0x5d) differ only in bit 0x20.
+        let o = _mm_set1_epi8(b'{' as i8);
+        let c = _mm_set1_epi8(b'}' as i8);
+        for k in 0..4 {
+            let v = _mm_loadu_si128(block.as_ptr().add(16 * k) as *const __m128i);
+            let folded = _mm_or_si128(v, lower);
+            let bits = |x: __m128i| (_mm_movemask_epi8(x) as u16 as u64) << (16 * k);
+            quote |= bits(_mm_cmpeq_epi8(v, q));
+            backslash |= bits(_mm_cmpeq_epi8(v, bs));
+            open |= bits(_mm_cmpeq_epi8(folded, o));
+            close |= bits(_mm_cmpeq_epi8(folded, c));
+        }
+    }
+    Masks {
+        quote,
+        backslash,
+        open,
+        close,
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn masks(block: &[u8; 64]) -> Masks {
+    let mut m = Masks {
+        quote: 0,
+        backslash: 0,
+        open: 0,
+        close: 0,
+    };
+    for (k, &c) in block.iter().enumerate() {
+        let bit = 1u64 << k;
+        match c {
+            b'"' => m.quote |= bit,
+            b'\\' => m.backslash |= bit,
+            b'{' | b'[' => m.open |= bit,
+            b'}' | b']' => m.close |= bit,
+            _ => {}
+        }
+    }
+    m
+}
+
+/// A key's text, unescaped if it needs to be.
+pub fn key_text(raw: &[u8], escaped: bool) -> Option<std::borrow::Cow<'_, str>> {
+    if !escaped {
+        return std::str::from_utf8(raw)
+            .ok()
+            .map(std::borrow::Cow::Borrowed);
+    }
+    let mut quoted = Vec::with_capacity(raw.len() + 2);
+    quoted.push(b'"');
+    quoted.extend_from_slice(raw);
+    quoted.push(b'"');
+    serde_json::from_slice::<String>(&quoted)
+        .ok()
+        .map(std::borrow::Cow::Owned)
+}
+
+/// Checks a whole text is one JSON value.
+pub fn validate(b: &[u8]) -> Result<()> {
+    let mut c = Cursor::new(b);
+    c.skip_value()?;
+    c.end()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agrees_with_serde(text: &str) {
+        let ours = validate(text.as_bytes()).is_ok();
+        let serde = serde_json::from_str::<serde_json::Value>(text).is_ok();
+        assert_eq!(ours, serde, "{text:?}");
+    }
+
+    #[test]
+    fn accepts_and_rejects_as_serde_does() {
+        for t in [
+            "{}",
+            "[]",
+            " { \"a\" : [1, -2.5e+3, 0, 0.0, true, false, null, \"x\\\"y\\u00e9\"] } ",
+            "\"plain\"",
+            "-0",
+            "1E5",
+            "{\"a\":{\"b\":{\"c\":[[[]]]}}}",
+            "\"0123456789abcdefghij\\n0123456789\"",
+            "\"h\u{e9}llo w\u{f6}rld, long enough to take the eight-byte path\"",
+            "",
+            "{",
+            "[1,]",
+            "{\"a\":1,}",
+            "{\"a\" 1}",
+            "{1:2}",
+            "01",
+            "1.",
+            "1e",
+            "-",
+            "tru",
+            "nul",
+            "\"abc",
+            "\"a\\x\"",
+            "\"a\\u12g4\"",
+            "\"tab\there\"",
+            "\"0123456789\u{1}0123456789\"",
+            "[1] 2",
+            "[1 2]",
+            "{\"a\":1 \"b\":2}",
+        ] {
+            agrees_with_serde(t);
+        }
+        let deep = "[".repeat(200) + &"]".repeat(200);
+        agrees_with_serde(&deep);
+        let ok = "[".repeat(100) + &"]".repeat(100);
+        agrees_with_serde(&ok);
+    }
+
+    /// Ends found by the trusted skip equal the validating skip's, for every value
+    /// in a text and from every start, whatever the escapes and block boundaries.
+    fn trusted_agrees(text: &str) {
+        let b = text.as_bytes();
+        for start in 0..b.len() {
+            if !matches!(b[start], b'{' | b'[') {
+                continue;
+            }
+            let mut v = Cursor::new(b);
+            v.i = start;
+            let expect = v.skip_value().map(|_| v.i);
+            let mut t = Cursor::new(b);
+            t.i = start;
+            let got = t.skip_trusted().map(|_| t.i);
+            if let Ok(end) = expect {
+                assert_eq!(got, Ok(end), "from {start} in {text:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn trusted_skip_finds_the_same_ends() {
+        trusted_agrees(r#"{"a":[1,{"b":"}]\"[{"}],"c":"\\"}"#);
+        trusted_agrees(r#"[[],{},"\\\"]",["x\\"],{"k":"{"}]"#);
+        // Long texts, so that strings, escapes and brackets straddle 64-byte blocks.
+        let mut long = String::from("{\"list\":[");
+        for i in 0..200 {
+            let pad = "x".repeat(i % 67);
+            let slashes = "\\\\".repeat(i % 3);
+            long.push_str(&format!(
+                "{{\"s\":\"{pad}{slashes}\\\"}}]{slashes}\",\"n\":[{i},[],{{}}]}},"
+            ));
+        }
+        long.push_str("null]}");
+        validate(long.as_bytes()).unwrap();
+        trusted_agrees(&long);
+        let mut c = Cursor::new(b"[1, 2");
+        assert!(c.skip_trusted().is_err());
+    }
+
+    #[test]
+    fn specials_finds_the_first_special_byte_at_any_lane() {
+        for lane in 0..8 {
+            for c in [b'"', b'\\', 0u8, 0x1f] {
+                let mut w = *b"abcdefgh";
+                w[lane] = c;
+                let m = specials(u64::from_le_bytes(w));
+                assert_eq!(m.trailing_zeros() / 8, lane as u32, "{c} at {lane}");
+            }
+            let mut w = [0x20u8, 0x7f, 0x80, 0xff, b'!', b'#', b'[', b']'];
+            w.rotate_left(lane);
+            assert_eq!(specials(u64::from_le_bytes(w)), 0);
+        }
+    }
+
+    #[test]
+    fn strings_report_their_text_and_escapes() {
+        let mut c = Cursor::new(br#""abc\"def" "plain text over eight bytes""#);
+        assert_eq!(c.string().unwrap(), (&br#"abc\"def"#[..], true));
+        c.ws();
+        assert_eq!(
+            c.string().unwrap(),
+            (&b"plain text over eight bytes"[..], false)
+        );
+    }
+
+    #[test]
+    fn object_walk_sees_every_member_in_order() {
+        let text = br#"{"a": 1, "b\u0063": {"x": [1, 2]}, "a": "again"}"#;
+        let mut c = Cursor::new(text);
+        let mut seen = Vec::new();
+        c.object(|k, esc, cur| {
+            let start = cur.i;
+            cur.skip_value()?;
+            seen.push((
+                key_text(k, esc).unwrap().into_owned(),
+                String::from_utf8_lossy(&text[start..cur.i]).into_owned(),
+            ));
+            Ok(())
+        })
+        .unwrap();
+        c.end().unwrap();
+        assert_eq!(
+            seen,
+            [
+                ("a".to_owned(), "1".to_owned()),
+                ("bc".to_owned(), r#"{"x": [1, 2]}"#.to_owned()),
+                ("a".to_owned(), r#""again""#.to_owned()),
+            ]
+        );
+    }
+}

@@ -1,0 +1,327 @@
+//! What a scorer reads, and the measurement cut down to it.
+//!
+//! A scorer may declare the paths it reads (`Info::reads`). The engine then sends it a
+//! copy of the measurement where every other value is replaced by `null`: keys stay
+//! (so `contains_key`, object sizes and truthiness of containers are unchanged) and
+//! arrays keep every element. A large measurement (a Tor test's network events, a
+//! page's body the scorer never looks at) then costs a scan on the host instead of a
+//! full parse inside the module.
+//!
+//! Path syntax: keys joined by `.`, from the measurement's top level. Arrays are
+//! crossed without naming them: `test_keys.requests.response.body` reads the body of
+//! every request. A segment `*` matches any key, `*suffix` any key ending in `suffix`.
+//! A path names a whole value: everything under it is kept verbatim.
+
+use crate::jsonscan::{key_text, Cursor, Result as ScanResult};
+use std::borrow::Cow;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Key(String),
+    Any,
+    Suffix(String),
+}
+
+impl Segment {
+    fn matches(&self, key: &str) -> bool {
+        match self {
+            Segment::Key(k) => k == key,
+            Segment::Any => true,
+            Segment::Suffix(s) => key.ends_with(s.as_str()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Node {
+    /// The whole value is read.
+    whole: bool,
+    /// The value is only ever looked up as an HTTP body: the host may send its
+    /// fingerprint matches instead (`crate::matching::matched_body`).
+    body: bool,
+    children: Vec<(Segment, Node)>,
+}
+
+impl Node {
+    fn child(&self, key: &str) -> Option<Cow<'_, Node>> {
+        let mut found = self
+            .children
+            .iter()
+            .filter(|(s, _)| s.matches(key))
+            .map(|(_, n)| n);
+        let first = found.next()?;
+        let Some(second) = found.next() else {
+            return Some(Cow::Borrowed(first));
+        };
+        // A key matched by several segments reads what each of them reads.
+        let mut merged = first.clone();
+        for n in std::iter::once(second).chain(found) {
+            merged.whole |= n.whole;
+            merged.body |= n.body;
+            merged.children.extend(n.children.iter().cloned());
+        }
+        Some(Cow::Owned(merged))
+    }
+}
+
+/// A compiled set of read paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reads {
+    root: Node,
+}
+
+impl Reads {
+    /// Compiles paths; an empty list reads nothing but the top-level keys.
+    pub fn new<S: AsRef<str>>(paths: &[S]) -> Result<Reads, String> {
+        Reads::with_bodies(paths, &[] as &[&str])
+    }
+
+    /// Compiles read paths and body paths (read too, and sent as their fingerprint
+    /// matches when the projection is given a body hook).
+    pub fn with_bodies<S: AsRef<str>, B: AsRef<str>>(
+        paths: &[S],
+        bodies: &[B],
+    ) -> Result<Reads, String> {
+        let mut root = Node::default();
+        let all = paths
+            .iter()
+            .map(|p| (p.as_ref(), false))
+            .chain(bodies.iter().map(|p| (p.as_ref(), true)));
+        for (path, is_body) in all {
+            let path: &str = path;
+            let mut node = &mut root;
+            for seg in path.split('.') {
+                let seg = match seg {
+                    "" => return Err(format!("read path {path:?} has an empty segment")),
+                    "*" => Segment::Any,
+                    s if s.starts_with('*') => Segment::Suffix(s[1..].to_owned()),
+                    s if s.contains('*') => {
+                        return Err(format!("read path {path:?}: `*` may only start a segment"))
+                    }
+                    s => Segment::Key(s.to_owned()),
+                };
+                let at = match node.children.iter().position(|(s, _)| *s == seg) {
+                    Some(i) => i,
+                    None => {
+                        node.children.push((seg, Node::default()));
+                        node.children.len() - 1
+                    }
+                };
+                node = &mut node.children[at].1;
+            }
+            node.whole = true;
+            node.body |= is_body;
+        }
+        Ok(Reads { root })
+    }
+
+    /// The measurement with every value outside the read paths replaced by `null`.
+    /// `json` must be valid JSON (as every upload is once accepted): values the
+    /// scorer does not read are crossed without being validated again.
+    pub fn project(&self, json: &[u8]) -> ScanResult<String> {
+        self.project_with(json, None)
+    }
+
+    /// Like `project`; each value on a body path is offered to `body` (its raw JSON
+    /// text), which may give the text to send in its place.
+    pub fn project_with(&self, json: &[u8], body: Option<BodyHook<'_>>) -> ScanResult<String> {
+        let mut cur = Cursor::new(json);
+        let mut out = Vec::with_capacity(json.len().min(4096));
+        cur.ws();
+        value(&self.root, &mut cur, &mut out, body)?;
+        cur.end()?;
+        // Only whole UTF-8 sequences between tokens were copied.
+        Ok(String::from_utf8(out).unwrap_or_default())
+    }
+}
+
+/// Gives the text to send instead of a body value, or `None` to send it as it is.
+pub type BodyHook<'h> = &'h dyn Fn(&[u8]) -> Option<String>;
+
+fn value(
+    node: &Node,
+    cur: &mut Cursor<'_>,
+    out: &mut Vec<u8>,
+    hook: Option<BodyHook<'_>>,
+) -> ScanResult<()> {
+    let b = cur.bytes();
+    let start = cur.i;
+    if node.whole {
+        cur.skip_trusted()?;
+        let raw = &b[start..cur.i];
+        match hook.filter(|_| node.body).and_then(|h| h(raw)) {
+            Some(text) => out.extend_from_slice(text.as_bytes()),
+            None => out.extend_from_slice(raw),
+        }
+        return Ok(());
+    }
+    match cur.peek() {
+        Some(b'{') => {
+            out.push(b'{');
+            let mut first = true;
+            cur.object(|raw, escaped, cur| {
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                out.push(b'"');
+                out.extend_from_slice(raw);
+                out.extend_from_slice(b"\":");
+                let child = key_text(raw, escaped).and_then(|k| node.child(&k));
+                match child {
+                    Some(c) => value(&c, cur, out, hook),
+                    None => {
+                        cur.skip_trusted()?;
+                        out.extend_from_slice(b"null");
+                        Ok(())
+                    }
+                }
+            })?;
+            out.push(b'}');
+        }
+        Some(b'[') => {
+            out.push(b'[');
+            cur.i += 1;
+            if cur.peek() == Some(b']') {
+                cur.i += 1;
+            } else {
+                loop {
+                    cur.ws();
+                    value(node, cur, out, hook)?;
+                    match cur.peek() {
+                        Some(b',') => {
+                            cur.i += 1;
+                            out.push(b',');
+                        }
+                        Some(b']') => {
+                            cur.i += 1;
+                            break;
+                        }
+                        _ => cur.expect(b']', "expected `,` or `]`")?,
+                    }
+                }
+            }
+            out.push(b']');
+        }
+        _ => {
+            // A scalar where the paths go deeper: the scorer sees it as it is (and
+            // fails on it as it would on the whole measurement).
+            cur.skip_value()?;
+            out.extend_from_slice(&b[start..cur.i]);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn project(paths: &[&str], v: &Value) -> Value {
+        let text = v.to_string();
+        let out = Reads::new(paths).unwrap().project(text.as_bytes()).unwrap();
+        serde_json::from_str(&out).unwrap()
+    }
+
+    #[test]
+    fn unread_values_become_null_and_keys_stay() {
+        let m = json!({
+            "probe_cc": "IT",
+            "test_runtime": 1.5,
+            "test_keys": {"targets": {"a": {"failure": null, "network_events": [1, 2, {"x": "}"}]},
+                                      "b": {"failure": "x", "network_events": []}},
+                          "other": "big"},
+            "annotations": {"k": "v"}
+        });
+        let p = project(
+            &["probe_cc", "test_runtime", "test_keys.targets.*.failure"],
+            &m,
+        );
+        assert_eq!(
+            p,
+            json!({
+                "probe_cc": "IT",
+                "test_runtime": 1.5,
+                "test_keys": {"targets": {"a": {"failure": null, "network_events": null},
+                                          "b": {"failure": "x", "network_events": null}},
+                              "other": null},
+                "annotations": null
+            })
+        );
+        // Key order is kept.
+        let keys: Vec<_> = p.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(
+            keys,
+            ["probe_cc", "test_runtime", "test_keys", "annotations"]
+        );
+    }
+
+    #[test]
+    fn arrays_are_crossed_and_scalars_kept_where_objects_were_expected() {
+        let m = json!({"test_keys": {"requests": [
+            {"response": {"body": "<html>", "headers": {"a": "b"}}, "request": {"url": "u"}},
+            null, 3, [ {"response": {"body": "nested"}} ]
+        ]}});
+        let p = project(&["test_keys.requests.response.body"], &m);
+        assert_eq!(
+            p,
+            json!({"test_keys": {"requests": [
+                {"response": {"body": "<html>", "headers": null}, "request": null},
+                null, 3, [ {"response": {"body": "nested"}} ]
+            ]}})
+        );
+    }
+
+    #[test]
+    fn suffixes_overlaps_and_whole_values() {
+        let m = json!({"test_keys": {"dns_failure": "unknown_failure: x", "http_failure": null,
+                                      "failure_count": 2, "x": {"y": 1, "z": 2}}});
+        let p = project(&["test_keys.*_failure", "test_keys.x.y", "test_keys.x"], &m);
+        assert_eq!(
+            p,
+            json!({"test_keys": {"dns_failure": "unknown_failure: x", "http_failure": null,
+                                  "failure_count": null, "x": {"y": 1, "z": 2}}})
+        );
+        let p = project(&["test_keys.x.y", "test_keys.*.z"], &m);
+        assert_eq!(p["test_keys"]["x"], json!({"y": 1, "z": 2}));
+    }
+
+    #[test]
+    fn duplicate_and_escaped_keys_are_kept_as_written() {
+        let text = r#"{"a": 1, "b\u0063": {"d": 2, "e": 3}, "a": 2}"#;
+        let out = Reads::new(&["a", "bc.d"])
+            .unwrap()
+            .project(text.as_bytes())
+            .unwrap();
+        assert_eq!(out, r#"{"a":1,"b\u0063":{"d":2,"e":null},"a":2}"#);
+    }
+
+    #[test]
+    fn body_values_go_through_the_hook() {
+        let text = br#"{"r": [{"body": "a\"b", "x": 1}, {"body": null}], "body": "top"}"#;
+        let reads = Reads::with_bodies(&["x"], &["r.body"]).unwrap();
+        let hook = |raw: &[u8]| (raw != b"null").then(|| format!("{}", raw.len()));
+        assert_eq!(
+            reads.project_with(text, Some(&hook)).unwrap(),
+            r#"{"r":[{"body":6,"x":null},{"body":null}],"body":null}"#
+        );
+        assert_eq!(
+            reads.project(text).unwrap(),
+            r#"{"r":[{"body":"a\"b","x":null},{"body":null}],"body":null}"#
+        );
+    }
+
+    #[test]
+    fn bad_paths_and_texts_are_errors() {
+        assert!(Reads::new(&["a..b"]).is_err());
+        assert!(Reads::new(&["a.b*c"]).is_err());
+        let r = Reads::new(&["a"]).unwrap();
+        assert!(r.project(b"{\"a\": [1, 2}").is_err());
+        assert!(r.project(b"{\"a\": 1} x").is_err());
+        assert_eq!(
+            r.project(b"[1, {\"a\": 2, \"b\": 3}]").unwrap(),
+            "[1,{\"a\":2,\"b\":null}]"
+        );
+    }
+}
