@@ -188,14 +188,24 @@ impl<'a> Cursor<'a> {
                 return self.err("invalid number");
             }
         }
+        let mut exponent_digits = 0;
         if matches!(b.get(i), Some(b'e' | b'E')) {
             i += 1;
             if matches!(b.get(i), Some(b'+' | b'-')) {
                 i += 1;
             }
-            if digits(&mut i) == 0 {
+            exponent_digits = digits(&mut i);
+            if exponent_digits == 0 {
                 self.i = i;
                 return self.err("invalid number");
+            }
+        }
+        // Only a long number or a large exponent can overflow a double, which
+        // `serde_json` refuses; the grammar above makes the text a valid float.
+        if i - self.i > 300 || exponent_digits > 2 {
+            let text = std::str::from_utf8(&b[self.i..i]).unwrap_or("");
+            if !text.parse::<f64>().is_ok_and(f64::is_finite) {
+                return self.err("number out of range");
             }
         }
         self.i = i;
@@ -474,8 +484,14 @@ pub fn key_text(raw: &[u8], escaped: bool) -> Option<std::borrow::Cow<'_, str>> 
         .map(std::borrow::Cow::Owned)
 }
 
-/// Checks a whole text is one JSON value.
+/// Checks a whole text is one JSON value, in UTF-8.
 pub fn validate(b: &[u8]) -> Result<()> {
+    if let Err(e) = std::str::from_utf8(b) {
+        return Err(ScanError {
+            what: "invalid UTF-8",
+            offset: e.valid_up_to(),
+        });
+    }
     let mut c = Cursor::new(b);
     c.skip_value()?;
     c.end()
@@ -521,11 +537,16 @@ mod tests {
             "\"tab\there\"",
             "\"0123456789\u{1}0123456789\"",
             "[1] 2",
+            "[\"\u{e9}\"]",
+            "[1e308, 2e-400, 0.000001e3]",
+            "[-2.5e32222]",
+            "[1e309]",
             "[1 2]",
             "{\"a\":1 \"b\":2}",
         ] {
             agrees_with_serde(t);
         }
+        assert!(validate(b"[\"\xf7\"]").is_err());
         let deep = "[".repeat(200) + &"]".repeat(200);
         agrees_with_serde(&deep);
         let ok = "[".repeat(100) + &"]".repeat(100);

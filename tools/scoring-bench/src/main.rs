@@ -5,13 +5,20 @@
 //! For the corpus's web_connectivity measurements:
 //! - parse-only: `serde_json` parse of the same bytes (the baseline);
 //! - native: the web_connectivity scorer compiled natively (parse + score);
-//! - wasm call: the same scorer as the bundled WebAssembly plugin, through the host
-//!   (copy in, parse and score inside the module, answer parsed by the host);
-//! - full path: the engine's whole scoring path, `derive_row` (row fields, plugin
-//!   call, date check, flags, serialised scores);
+//! - wasm call: the same scorer as the bundled WebAssembly plugin, sent the whole
+//!   measurement (copy in, parse and score inside the module, answer parsed by the
+//!   host), as every call was before scorers declared their reads;
+//! - full path: the engine's whole scoring path, `derive_row` (row fields, the
+//!   measurement cut down to the plugin's reads with its bodies matched on the host,
+//!   plugin call, date check, flags, serialised scores);
 //! - host overhead: a call into a module that does no work (`tests/plugins/constant.wat`).
 //!
 //! Then the whole corpus through the full path against parse-only.
+//!
+//! Times are the CPU time of the benchmark thread (best of five rounds), so other
+//! work on the machine disturbs them less. `OONI_BENCH_PROFILE=1` (or a test name)
+//! instead loops over the full path alone and prints each test's share of a pass, for
+//! `perf record`; `OONI_WASM_PERFMAP=1` names the compiled scorer functions for perf.
 
 use ooni_core::{derive_row, Outcome};
 use ooni_engine::fingerprints::{FingerprintSet, Fingerprints};

@@ -1,0 +1,45 @@
+//! The JSON scanner and the projection that cut measurements down for scorers
+//! (`ooni_scorer_sdk::jsonscan`, `ooni_scorer_sdk::projection`).
+//!
+//! For any input: the validating scan accepts exactly what `serde_json` accepts. For
+//! valid JSON: the trusted skip ends where the validating one does, and a projection
+//! (with a body hook) is JSON with the same top-level keys, in the same order.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use ooni_scorer_sdk::jsonscan::{validate, Cursor};
+use ooni_scorer_sdk::projection::Reads;
+use serde_json::Value;
+
+fuzz_target!(|data: &[u8]| {
+    let parsed = serde_json::from_slice::<Value>(data);
+    assert_eq!(
+        validate(data).is_ok(),
+        parsed.is_ok(),
+        "the scanner and serde_json disagree"
+    );
+    let Ok(value) = parsed else { return };
+
+    let mut strict = Cursor::new(data);
+    strict.skip_value().expect("valid JSON skips");
+    let mut trusted = Cursor::new(data);
+    trusted.skip_trusted().expect("valid JSON skips when trusted");
+    assert_eq!(strict.i, trusted.i, "the two skips end apart");
+
+    let reads = Reads::with_bodies(&["a", "b.*.c", "*_failure", "x.y"], &["r.body"])
+        .expect("fixed paths compile");
+    let hook = |raw: &[u8]| (raw.first() == Some(&b'"')).then(|| "\"matched\"".to_owned());
+    let text = reads
+        .project_with(data, Some(&hook))
+        .expect("valid JSON projects");
+    let cut: Value = serde_json::from_str(&text).expect("a projection is JSON");
+    if let (Value::Object(whole), Value::Object(cut)) = (&value, &cut) {
+        assert!(
+            whole.keys().eq(cut.keys()),
+            "top-level keys changed: {text}"
+        );
+    }
+    assert_eq!(value.is_object(), cut.is_object());
+    assert_eq!(value.is_array(), cut.is_array());
+});
