@@ -316,8 +316,8 @@ fn fingerprint_bench(
     let mut base = None;
     for (label, copies, mode) in [
         ("none", 0usize, Mode::Strict),
-        ("OONI's set, compat", 1, Mode::Compat),
         ("OONI's set, strict", 1, Mode::Strict),
+        ("OONI's set, compat", 1, Mode::Compat),
         ("10x OONI's set, strict", 10, Mode::Strict),
     ] {
         let (set, ms) = if copies == 0 {

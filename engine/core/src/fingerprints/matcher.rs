@@ -1,14 +1,19 @@
 //! The compiled fingerprint set. Built once per reload, then shared read-only.
 //!
 //! Each field is scanned once whatever the number of fingerprints: literal patterns go
-//! into one `LiteralScan` per location (see `literal_scan`), regular expressions into
-//! one regex set, exact values into a hash map. Matches come back in the order of the
-//! set, as OONI reports them.
+//! into one `LiteralScan` per location (see `literal_scan`), exact values into a hash
+//! map. A regular expression every match of which starts (or ends) with one of a few
+//! literals is *gated* (all of OONI's body regexps are: every match of
+//! `U\.S\..*Command` ends with `Command`): its literals join the same scan, and it
+//! runs, alone, only on a haystack where one of them occurs. The others go into one
+//! regex set per location. Matches come back in the order of the set, as OONI reports
+//! them.
 
 use super::literal_scan::LiteralScan;
 use super::schema::{regex_source, Fingerprint, Kind, PatternType, REGEX_SIZE_LIMIT};
 use ooni_scorer_sdk::{b64, FingerprintMatch, Host};
-use regex::bytes::{RegexSet, RegexSetBuilder};
+use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use regex_syntax::hir::literal::{ExtractKind, Extractor};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 
@@ -37,44 +42,157 @@ impl std::str::FromStr for Mode {
     }
 }
 
-/// Literal patterns of one location, searched in one pass (see `literal_scan`).
+/// A regexp is gated only if its gate has at most this many literals (a
+/// case-insensitive word has a literal per case variant, and is left to the set)...
+const GATE_MAX_LITERALS: usize = 64;
+/// ...each at least this long. Shorter ones occur in many bodies, and a 3-byte one
+/// makes the literal scan's side searcher (Teddy) work on 3-byte pieces for all its
+/// patterns, not 4: gating `\u{fffd}.*\u{fffd}` on its 3-byte character made the scan
+/// of OONI's body set ~25% slower, more than that regexp costs alone.
+const GATE_MIN_LITERAL_LEN: usize = 4;
+
+/// Literals of which every match of `source` (a `regex_source`) contains one, if
+/// they make a gate. Of the literals every match starts with and those every match
+/// ends with, each a gate if finite, non-empty, at most `GATE_MAX_LITERALS` of them
+/// and none shorter than `GATE_MIN_LITERAL_LEN`, the one whose shortest literal is
+/// longer (the prefix literals on a tie): a longer literal is rarer in a body, and
+/// long ones are anchored by the literal scan rather than left to its side searcher
+/// (see `literal_scan`). `<meta name=.*twitter:card` is gated on `twitter:card`,
+/// which few bodies contain, rather than on `<meta name=`, which most do.
+fn gate_literals(source: &str) -> Option<Vec<Vec<u8>>> {
+    // Parsed as `regex::bytes` parses it (`utf8(false)`, default flags), so the
+    // literals are those of the very matches the regexp finds.
+    let hir = regex_syntax::ParserBuilder::new()
+        .utf8(false)
+        .build()
+        .parse(source)
+        .ok()?;
+    let gate = |kind: ExtractKind| -> Option<Vec<Vec<u8>>> {
+        let seq = Extractor::new().kind(kind).extract(&hir);
+        let literals = seq.literals()?;
+        if literals.is_empty()
+            || literals.len() > GATE_MAX_LITERALS
+            || seq.min_literal_len()? < GATE_MIN_LITERAL_LEN
+        {
+            return None;
+        }
+        let mut out: Vec<Vec<u8>> = literals.iter().map(|l| l.as_bytes().to_vec()).collect();
+        out.sort_unstable();
+        out.dedup();
+        // Where `blocked` occurs, so does `block`: only the latter is needed.
+        let all = out.clone();
+        out.retain(|l| {
+            !all.iter()
+                .any(|k| k.len() < l.len() && l.windows(k.len()).any(|w| w == k.as_slice()))
+        });
+        Some(out)
+    };
+    let shortest = |g: &Option<Vec<Vec<u8>>>| g.as_ref().and_then(|g| g.iter().map(Vec::len).min());
+    let prefix = gate(ExtractKind::Prefix);
+    let suffix = gate(ExtractKind::Suffix);
+    if shortest(&suffix) > shortest(&prefix) {
+        suffix
+    } else {
+        prefix
+    }
+}
+
+/// What a distinct literal of a location stands for.
+#[derive(Debug, Clone, Copy)]
+enum Owner {
+    /// A literal fingerprint: its index and type.
+    Row(u32, PatternType),
+    /// A gate literal of `Literals::gated[_]`.
+    Gate(u32),
+}
+
+/// Literal patterns of one location, searched in one pass (see `literal_scan`), with
+/// the gate literals of its gated regexps.
 struct Literals {
     scan: LiteralScan,
-    /// For each distinct pattern: (fingerprint index, its type).
-    owners: Vec<Vec<(u32, PatternType)>>,
+    /// For each distinct pattern: the fingerprints and gates it stands for.
+    owners: Vec<Vec<Owner>>,
+    /// Gated regexps (fingerprint index, regexp compiled alone), each run on the whole
+    /// haystack when one of its gate literals occurs in it: a literal found anywhere
+    /// means it may match, not that a match starts there.
+    gated: Vec<(u32, Regex)>,
 }
 
 impl Literals {
-    fn build(items: Vec<(u32, PatternType, Vec<u8>)>) -> Literals {
+    /// The literal fingerprints `items` and regexps `regexps` of one location: those
+    /// regexps that can be gated are, the others come back as one set (`regex_set`).
+    fn build(
+        items: Vec<(u32, PatternType, Vec<u8>)>,
+        regexps: &[(u32, &str)],
+    ) -> (Literals, (RegexSet, Vec<u32>)) {
         let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
         let mut patterns: Vec<Vec<u8>> = Vec::new();
-        let mut owners: Vec<Vec<(u32, PatternType)>> = Vec::new();
-        for (fp, ty, pat) in items {
+        let mut owners: Vec<Vec<Owner>> = Vec::new();
+        let mut add = |pat: Vec<u8>, owner: Owner| {
             let i = *index.entry(pat.clone()).or_insert_with(|| {
                 patterns.push(pat);
                 owners.push(Vec::new());
                 patterns.len() - 1
             });
-            owners[i].push((fp, ty));
+            owners[i].push(owner);
+        };
+        for (fp, ty, pat) in items {
+            add(pat, Owner::Row(fp, ty));
         }
-        Literals {
+        let mut gated = Vec::new();
+        let mut ungated = Vec::new();
+        for &(fp, pattern) in regexps {
+            let source = regex_source(pattern);
+            match gate_literals(&source) {
+                Some(literals) => {
+                    let g = u32::try_from(gated.len()).expect("fewer than 2^32 regexps");
+                    for lit in literals {
+                        add(lit, Owner::Gate(g));
+                    }
+                    let re = RegexBuilder::new(&source)
+                        .size_limit(REGEX_SIZE_LIMIT)
+                        .build()
+                        .expect("regexps were validated on load, each within REGEX_SIZE_LIMIT");
+                    gated.push((fp, re));
+                }
+                None => ungated.push((fp, pattern)),
+            }
+        }
+        let literals = Literals {
             scan: LiteralScan::new(&patterns),
             owners,
-        }
+            gated,
+        };
+        (literals, regex_set(&ungated))
     }
 
     /// Fingerprints whose literal occurs in `hay` (as a prefix, for `prefix` rows
-    /// when `honour_prefix`), pushed to `out`.
+    /// when `honour_prefix`), and gated regexps that match `hay`, pushed to `out`.
     fn scan(&self, hay: &[u8], honour_prefix: bool, out: &mut Vec<u32>) {
+        let mut gates: Vec<u32> = Vec::new();
         self.scan.find_each(hay, |p| {
-            for &(fp, ty) in &self.owners[p] {
-                if !(honour_prefix && ty == PatternType::Prefix)
-                    || hay.starts_with(self.scan.pattern(p))
-                {
-                    out.push(fp);
+            for &owner in &self.owners[p] {
+                match owner {
+                    Owner::Row(fp, ty) => {
+                        if !(honour_prefix && ty == PatternType::Prefix)
+                            || hay.starts_with(self.scan.pattern(p))
+                        {
+                            out.push(fp);
+                        }
+                    }
+                    Owner::Gate(g) => gates.push(g),
                 }
             }
         });
+        // A regexp with several gate literals found runs once.
+        gates.sort_unstable();
+        gates.dedup();
+        for g in gates {
+            let (fp, re) = &self.gated[g as usize];
+            if re.is_match(hay) {
+                out.push(*fp);
+            }
+        }
     }
 }
 
@@ -82,7 +200,10 @@ impl Literals {
 /// their number.
 struct HeaderIndex {
     full: HashMap<String, Vec<u32>>,
+    /// Literal rows and gated regexps (strict mode only: compat has no header
+    /// regexps, so a literal scan there never runs one).
     literals: Literals,
+    /// The regexps that could not be gated.
     regex: (RegexSet, Vec<u32>),
 }
 
@@ -90,10 +211,15 @@ pub struct Matcher {
     mode: Mode,
     minis: Vec<FingerprintMatch>,
     dns_exact: HashMap<String, Vec<u32>>,
+    /// Literal rows and gated regexps.
     dns_literals: Literals,
+    /// The regexps that could not be gated.
     dns_regex: (RegexSet, Vec<u32>),
     body_literals: Literals,
     body_full: HashMap<Vec<u8>, Vec<u32>>,
+    /// The lengths of the keys of `body_full`, sorted: a body of another length is not
+    /// hashed (SipHash over a whole body costs about as much as the literal scan).
+    body_full_lens: Vec<usize>,
     body_regex: (RegexSet, Vec<u32>),
     /// Header fingerprints by lower-case header name, each list in set order.
     headers: HashMap<String, HeaderIndex>,
@@ -118,7 +244,8 @@ fn dns_key(s: &str, mode: Mode) -> String {
     }
 }
 
-/// One set for the regexps of one location. Each was compiled alone on load within
+/// One set for the regexps of one location that could not be gated (see
+/// `Literals::build`). Each was compiled alone on load within
 /// `REGEX_SIZE_LIMIT`; the set needs about the sum of their sizes, so its limit is
 /// that much per member (with one shared limit, a few large regexps that each load
 /// fine would make the set fail to build).
@@ -204,22 +331,29 @@ impl Matcher {
                 }
             }
         }
+        let (dns_literals, dns_regex) = Literals::build(dns_lits, &dns_res);
+        let (body_literals, body_regex) = Literals::build(body_lits, &body_res);
+        let mut body_full_lens: Vec<usize> = body_full.keys().map(Vec::len).collect();
+        body_full_lens.sort_unstable();
+        body_full_lens.dedup();
         Matcher {
             mode,
             minis,
             dns_exact,
-            dns_literals: Literals::build(dns_lits),
-            dns_regex: regex_set(&dns_res),
-            body_literals: Literals::build(body_lits),
+            dns_literals,
+            dns_regex,
+            body_literals,
             body_full,
-            body_regex: regex_set(&body_res),
+            body_full_lens,
+            body_regex,
             headers: header_parts
                 .into_iter()
                 .map(|(name, (full, lits, res))| {
+                    let (literals, regex) = Literals::build(lits, &res);
                     let index = HeaderIndex {
                         full,
-                        literals: Literals::build(lits),
-                        regex: regex_set(&res),
+                        literals,
+                        regex,
                     };
                     (name, index)
                 })
@@ -253,13 +387,15 @@ impl Matcher {
         let mut ids: Vec<u32> = self.dns_exact.get(&key).cloned().unwrap_or_default();
         if self.mode == Mode::Strict {
             self.dns_literals.scan(key.as_bytes(), true, &mut ids);
-            ids.extend(
-                self.dns_regex
-                    .0
-                    .matches(key.as_bytes())
-                    .iter()
-                    .map(|k| self.dns_regex.1[k]),
-            );
+            if !self.dns_regex.1.is_empty() {
+                ids.extend(
+                    self.dns_regex
+                        .0
+                        .matches(key.as_bytes())
+                        .iter()
+                        .map(|k| self.dns_regex.1[k]),
+                );
+            }
         }
         self.collect(ids)
     }
@@ -269,8 +405,10 @@ impl Matcher {
         self.body_literals
             .scan(body, self.mode == Mode::Strict, &mut ids);
         if self.mode == Mode::Strict {
-            if let Some(f) = self.body_full.get(body) {
-                ids.extend(f);
+            if self.body_full_lens.binary_search(&body.len()).is_ok() {
+                if let Some(f) = self.body_full.get(body) {
+                    ids.extend(f);
+                }
             }
             if !self.body_regex.1.is_empty() {
                 ids.extend(
@@ -617,6 +755,197 @@ pattern = "x"
         );
         assert!(s.body(b"<html><head><title>Blocke").is_empty());
         assert!(s.body(b"").is_empty());
+    }
+
+    /// Regexps for the equivalence test: OONI-like rows, ones that cannot be gated
+    /// (no literal, short literals, many case variants), anchors and look-arounds,
+    /// non-ASCII and non-UTF-8 literals, a Go-style literal brace.
+    const GATE_REGEXPS: &[&str] = &[
+        r"U\.S\..*Command",
+        r"(?i)access denied",
+        r"blocked\s+by",
+        r"^<html>",
+        r"a|bc|def",
+        r".*x",
+        r"\d{3}-block",
+        r"[Bb]lock(ed)?",
+        r"forbidden|no",
+        r"<title>(Blocked|Forbidden)</title>",
+        r"(?m)^Denied$",
+        r"\bfiltered\b",
+        r"Доступ.*ограничен",
+        // As OONI writes it: the character itself (`regex_source` would escape the
+        // brace of `\x{fffd}`).
+        "\u{fffd}.*\u{fffd}",
+        r#"{"msg":.*"id":"#,
+        r"(?-u:\xff\xfe)bin",
+        r"(?i)ok",
+        r"colou?r=red;",
+        r"<meta name=.*twitter:card",
+        r"(?i)(?:Cisco|Squid)-proxy",
+    ];
+
+    /// Pieces of matching (and nearly matching) text planted in generated bodies.
+    const PLANTS: &[&[u8]] = &[
+        b"U.S.",
+        b"Command",
+        b" Cyber ",
+        b"access denied",
+        b"ACCESS Denied",
+        b"blocked  by",
+        b"blocked\tby",
+        b"<html>",
+        b"bc",
+        b"def",
+        b"x",
+        b"123-block",
+        b"12-block",
+        b"Block",
+        b"blocked",
+        b"forbidden",
+        b"no",
+        b"<title>Blocked</title>",
+        b"<title>Forbidden</title>",
+        b"\nDenied\n",
+        b"Denied",
+        b"filtered",
+        b"unfiltered",
+        "Доступ".as_bytes(),
+        "ограничен".as_bytes(),
+        "\u{fffd}".as_bytes(),
+        b"{\"msg\":",
+        b"\"id\":",
+        b"\xff\xfebin",
+        b"bin",
+        b"OK",
+        b"color=red;",
+        b"colour=red;",
+        b"<meta name=\"x\">",
+        b"twitter:card",
+        b"squid-PROXY",
+        b"cisco-proxy",
+        b"\n",
+    ];
+
+    /// The indices of the members of `set` that match `hay`.
+    fn set_ids(set: &RegexSet, hay: &[u8]) -> Vec<usize> {
+        set.matches(hay).iter().collect()
+    }
+
+    /// Gated regexps run only where a gate literal occurs, on the whole body: the
+    /// fingerprints found must be those a plain regex set over the same regexps
+    /// finds, on every body.
+    #[test]
+    fn gated_regexps_match_as_a_regex_set() {
+        let mut text = String::new();
+        for (i, re) in GATE_REGEXPS.iter().enumerate() {
+            text.push_str(&format!(
+                "[[http]]\nname = \"r{i}\"\nscope = \"isp\"\nlocation_found = \"body\"\n\
+                 pattern_type = \"regexp\"\npattern = '{re}'\n\n\
+                 [[http]]\nname = \"h{i}\"\nscope = \"isp\"\nlocation_found = \"header.x\"\n\
+                 pattern_type = \"regexp\"\npattern = '{re}'\n\n"
+            ));
+        }
+        let fps = parse_file("gates.toml", &text).unwrap();
+        let m = Matcher::new(&fps, Mode::Strict);
+        let gated: Vec<u32> = m.body_literals.gated.iter().map(|(i, _)| *i).collect();
+        assert!(gated.len() >= 10, "most of these are gated: {gated:?}");
+        assert!(m.body_regex.1.len() >= 4, "and some are not");
+        let set = RegexSet::new(GATE_REGEXPS.iter().map(|p| regex_source(p))).unwrap();
+        // Fingerprint `2 * i` is body regexp `i`, `2 * i + 1` its header twin.
+        let index = |ms: Vec<FingerprintMatch>, twin: usize| -> Vec<usize> {
+            ms.into_iter()
+                .map(|f| {
+                    let name = f["name"].as_str().unwrap();
+                    let i = fps.iter().position(|fp| fp.name == name).unwrap();
+                    assert_eq!(i % 2, twin);
+                    i / 2
+                })
+                .collect()
+        };
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let filler = b"ab xyzUS.<>\n\t0123456789-_dcneoi";
+        let mut hits = vec![0usize; GATE_REGEXPS.len()];
+        let bodies = 4000;
+        for n in 0..bodies {
+            let mut body = Vec::new();
+            for _ in 0..next() % 24 {
+                match next() % 8 {
+                    0..=3 => body.extend_from_slice(PLANTS[next() as usize % PLANTS.len()]),
+                    4..=6 => {
+                        for _ in 0..next() % 12 {
+                            body.push(filler[next() as usize % filler.len()]);
+                        }
+                    }
+                    // Any byte: broken UTF-8, NUL, 0xff.
+                    _ => body.push(next() as u8),
+                }
+            }
+            if n % 500 == 0 {
+                // A long body, so the literal scan runs its main loop, not just its tail.
+                let pad: Vec<u8> = (0..4096).map(|i| filler[i % filler.len()]).collect();
+                body.splice(0..0, pad);
+            }
+            let want = set_ids(&set, &body);
+            for &i in &want {
+                hits[i] += 1;
+            }
+            assert_eq!(
+                index(m.body(&body), 0),
+                want,
+                "body {:?}",
+                String::from_utf8_lossy(&body)
+            );
+            if let Ok(s) = std::str::from_utf8(&body) {
+                let h = serde_json::json!({ "X": s }).to_string();
+                assert_eq!(index(m.headers(&h), 1), want, "header {s:?}");
+            }
+        }
+        for (i, &h) in hits.iter().enumerate() {
+            assert!(
+                h > 0 && h < bodies,
+                "{} matched {h} of {bodies} bodies: the test should plant both",
+                GATE_REGEXPS[i]
+            );
+        }
+    }
+
+    #[test]
+    fn which_regexps_are_gated() {
+        let gate = |re: &str| gate_literals(&regex_source(re));
+        // Both ends are literals; the longer one gates.
+        assert_eq!(gate(r"U\.S\..*Command"), Some(vec![b"Command".to_vec()]));
+        assert_eq!(
+            gate(r"<meta name=.*twitter:card"),
+            Some(vec![b"twitter:card".to_vec()])
+        );
+        assert_eq!(gate(r"^<html>"), Some(vec![b"<html>".to_vec()]));
+        assert_eq!(
+            gate(r"[Bb]lock(ed)?\d"),
+            Some(vec![b"Block".to_vec(), b"block".to_vec()])
+        );
+        assert_eq!(gate(r"<br><br>.* \+0300"), Some(vec![b"<br><br>".to_vec()]));
+        // Neither end is a gate: a match may start or end with anything, or with a
+        // literal too short to be rare.
+        assert_eq!(gate(r".*x"), None);
+        assert_eq!(gate(r"a|bc|def"), None);
+        assert_eq!(gate(r"forbidden|no"), None);
+        assert_eq!(gate(r"\d{3}-block\s"), None);
+        assert_eq!(gate(r"(?:)"), None);
+        assert_eq!(gate("\u{fffd}.*\u{fffd}"), None, "3 bytes");
+        // One literal per case variant: too many (144 and 192)...
+        assert_eq!(gate(r"(?i)access denied"), None);
+        // ...or not (32 of `-proxy`).
+        assert_eq!(
+            gate(r"(?i)(?:Cisco|Squid)-proxy").map(|g| g.len()),
+            Some(32)
+        );
     }
 
     #[test]
