@@ -1,6 +1,7 @@
 //! Reading an uploaded body without building the whole JSON tree: the row needs a
 //! dozen top-level fields, while `test_keys` (most of the bytes) is only for scorers,
-//! which get the raw text and parse it themselves if they need it.
+//! which get the raw text (cut down to what they declare they read, see
+//! `ooni_scorer_sdk::projection`) and parse it themselves if they need it.
 
 use ooni_scorer_sdk::jsonscan::{key_text, Cursor, Result as ScanResult, ScanError};
 use serde_json::{Map, Value};
