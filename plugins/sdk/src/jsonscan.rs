@@ -234,53 +234,9 @@ impl<'a> Cursor<'a> {
             b'"' => {
                 self.string()?;
             }
-            b'{' => {
-                if depth >= MAX_DEPTH {
-                    return self.err("nested too deeply");
-                }
-                self.i += 1;
-                if self.peek() == Some(b'}') {
-                    self.i += 1;
-                    return Ok(c);
-                }
-                loop {
-                    if self.peek() != Some(b'"') {
-                        return self.err("expected a key");
-                    }
-                    self.string()?;
-                    self.expect(b':', "expected `:`")?;
-                    self.skip_at_depth(depth + 1)?;
-                    match self.peek() {
-                        Some(b',') => self.i += 1,
-                        Some(b'}') => {
-                            self.i += 1;
-                            break;
-                        }
-                        _ => return self.err("expected `,` or `}`"),
-                    }
-                }
-            }
-            b'[' => {
-                if depth >= MAX_DEPTH {
-                    return self.err("nested too deeply");
-                }
-                self.i += 1;
-                if self.peek() == Some(b']') {
-                    self.i += 1;
-                    return Ok(c);
-                }
-                loop {
-                    self.skip_at_depth(depth + 1)?;
-                    match self.peek() {
-                        Some(b',') => self.i += 1,
-                        Some(b']') => {
-                            self.i += 1;
-                            break;
-                        }
-                        _ => return self.err("expected `,` or `]`"),
-                    }
-                }
-            }
+            b'{' | b'[' if depth >= MAX_DEPTH => return self.err("nested too deeply"),
+            b'{' => self.object(|_, _, cur| cur.skip_at_depth(depth + 1).map(drop))?,
+            b'[' => self.array(|cur| cur.skip_at_depth(depth + 1).map(drop))?,
             b't' => self.literal(b"true")?,
             b'f' => self.literal(b"false")?,
             b'n' => self.literal(b"null")?,
@@ -361,6 +317,28 @@ impl<'a> Cursor<'a> {
 
     fn at(&self, offset: usize, what: &'static str) -> ScanError {
         ScanError { what, offset }
+    }
+
+    /// Walks an array whose `[` is next, calling `element(cursor)` with the cursor
+    /// before each element; `element` must cross it.
+    pub fn array(&mut self, mut element: impl FnMut(&mut Cursor<'a>) -> Result<()>) -> Result<()> {
+        self.expect(b'[', "expected an array")?;
+        if self.peek() == Some(b']') {
+            self.i += 1;
+            return Ok(());
+        }
+        loop {
+            self.ws();
+            element(self)?;
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b']') => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                _ => return self.err("expected `,` or `]`"),
+            }
+        }
     }
 
     /// Walks an object whose `{` is next, calling `member(key, has_escapes, cursor)`

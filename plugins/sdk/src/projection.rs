@@ -181,26 +181,14 @@ fn value(
         }
         Some(b'[') => {
             out.push(b'[');
-            cur.i += 1;
-            if cur.peek() == Some(b']') {
-                cur.i += 1;
-            } else {
-                loop {
-                    cur.ws();
-                    value(node, cur, out, hook)?;
-                    match cur.peek() {
-                        Some(b',') => {
-                            cur.i += 1;
-                            out.push(b',');
-                        }
-                        Some(b']') => {
-                            cur.i += 1;
-                            break;
-                        }
-                        _ => cur.expect(b']', "expected `,` or `]`")?,
-                    }
+            let mut first = true;
+            cur.array(|cur| {
+                if !first {
+                    out.push(b',');
                 }
-            }
+                first = false;
+                value(node, cur, out, hook)
+            })?;
             out.push(b']');
         }
         _ => {
