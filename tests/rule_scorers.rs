@@ -12,9 +12,21 @@ fn scorer(name: &str) -> RuleScorer {
 }
 
 /// Scores `msm` and returns the scores with the five `blocking_*` keys at 0.0 removed,
-/// which keeps the expectations short.
+/// which keeps the expectations short. The measurement is scored whole and as the
+/// engine scores it (cut down to what the rules read): both must agree.
 fn score(name: &str, msm: Value) -> Value {
-    let s = scorer(name).score_value(&msm).unwrap();
+    let rules = scorer(name);
+    let s = rules.score_value(&msm).unwrap();
+    let json = msm.to_string();
+    let cut = ooni_core::Scorer::score(
+        &rules,
+        &ooni_core::measurement::Measurement::new(&json, serde_json::Map::new()),
+    )
+    .unwrap();
+    assert_eq!(
+        cut, s,
+        "{name}: the cut-down measurement scores differently"
+    );
     let mut out = serde_json::Map::new();
     for (k, v) in s {
         if k.starts_with("blocking_") && k != "blocking_general" && v == json!(0.0) {

@@ -175,4 +175,31 @@ fn cut_down_and_whole_measurements_score_alike() {
         compared > 80 && cut == compared,
         "{compared} compared, {cut} cut"
     );
+
+    // The TOML rule scorers cut measurements down to the paths their rules name.
+    let mut rules_compared = 0;
+    for entry in
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins")).unwrap()
+    {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let rules =
+            ooni_core::rules::RuleScorer::parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for (rel, msm) in &corpus {
+            let test_name = msm["test_name"].as_str().unwrap_or_default();
+            if !rules.test_names.iter().any(|t| t == test_name) {
+                continue;
+            }
+            let json = serde_json::to_string(msm).unwrap();
+            let whole = rules.score_value(msm);
+            let upload = ooni_core::measurement::parse_upload(json.as_bytes()).unwrap();
+            let sent = ooni_core::Scorer::score(&rules, &upload.measurement).map_err(|e| e.0);
+            assert_eq!(sent, whole, "{} on {rel}", path.display());
+            rules_compared += 1;
+        }
+    }
+    eprintln!("{rules_compared} measurements compared through the rule scorers");
+    assert!(rules_compared > 30, "{rules_compared} compared");
 }

@@ -9,6 +9,7 @@
 use crate::getters::{kind, py_eq, truthy};
 use crate::measurement::Measurement;
 use crate::scores::{init_scores, ScoreError, Scorer, ScorerInfo, Scores};
+use ooni_scorer_sdk::projection::{Read, Reads};
 use serde_json::{Map, Value};
 use thiserror::Error;
 
@@ -158,6 +159,8 @@ pub struct RuleScorer {
     pub test_names: Vec<String>,
     start_blocking: bool,
     rules: Vec<Rule>,
+    /// What the rules read: measurements are cut down to it before they are parsed.
+    reads: Reads,
 }
 
 fn toml_to_json(v: &toml::Value) -> Value {
@@ -503,12 +506,14 @@ impl RuleScorer {
                 .collect::<Result<_, _>>()?,
             Some(_) => return Err(header("`rule` must be an array of tables ([[rule]])")),
         };
+        let reads = reads_of(&rules);
         Ok(RuleScorer {
             name: string("name")?,
             version: string("version")?,
             test_names,
             start_blocking,
             rules,
+            reads,
         })
     }
 
@@ -556,6 +561,73 @@ impl RuleScorer {
         }
         Ok(scores)
     }
+}
+
+/// Every path the rules look at, and how much of its value they need: a test that
+/// only sees truthiness, type, size, presence or equality with a scalar or an empty
+/// container needs the value's shape; anything copied into the scores or compared
+/// with a non-empty container needs the whole value.
+fn reads_of(rules: &[Rule]) -> Reads {
+    fn join(prefix: &[String], path: &Path) -> Vec<String> {
+        prefix.iter().chain(&path.0).cloned().collect()
+    }
+    fn flat(v: &Value) -> bool {
+        match v {
+            Value::Array(a) => a.is_empty(),
+            Value::Object(o) => o.is_empty(),
+            _ => true,
+        }
+    }
+    fn cond(c: &Cond, prefix: &[String], out: &mut Vec<(Vec<String>, Read)>) {
+        match c {
+            Cond::Always => {}
+            Cond::All(v) | Cond::Any(v) => v.iter().for_each(|c| cond(c, prefix, out)),
+            Cond::Not(b) => cond(b, prefix, out),
+            Cond::Missing(p) => out.push((join(prefix, p), Read::Shape)),
+            Cond::Items { path, cond: c, .. } => {
+                let at = join(prefix, path);
+                out.push((at.clone(), Read::Shape));
+                cond(c, &at, out);
+            }
+            Cond::Check(src, test) => {
+                let shape = match test {
+                    Test::Eq(x) | Test::Ne(x) | Test::Is(x) => flat(x),
+                    Test::In(xs) | Test::NotIn(xs) => xs.iter().all(flat),
+                    Test::Truthy(_)
+                    | Test::IsNull(_)
+                    | Test::Present(_)
+                    | Test::StartsWith(_)
+                    | Test::Contains(_)
+                    | Test::Cmp(..) => true,
+                };
+                let how = if shape { Read::Shape } else { Read::Whole };
+                out.push((join(prefix, &src.path), how));
+            }
+        }
+    }
+    fn expr(e: &Expr, out: &mut Vec<(Vec<String>, Read)>) {
+        match e {
+            Expr::Literal(_) => {}
+            Expr::From(src) => out.push((src.path.0.clone(), Read::Whole)),
+            Expr::Object(items) => items.iter().for_each(|(_, e)| expr(e, out)),
+        }
+    }
+    let mut out = Vec::new();
+    for rule in rules {
+        let subs: Vec<Option<&str>> = if rule.each.is_empty() {
+            vec![None]
+        } else {
+            rule.each.iter().map(|s| Some(s.as_str())).collect()
+        };
+        for each in subs {
+            cond(&subst_cond(&rule.when, each), &[], &mut out);
+            let exprs = rule.set.iter().map(|(_, e)| e);
+            for e in exprs.chain(rule.add.iter().map(|(_, e)| e)) {
+                expr(&subst_expr(e, each), &mut out);
+            }
+        }
+    }
+    Reads::from_keys(&out)
 }
 
 fn subst_src(s: &Source, each: Option<&str>) -> Source {
@@ -739,8 +811,18 @@ impl Scorer for RuleScorer {
     }
 
     fn score(&self, msm: &Measurement<'_>) -> Result<Scores, ScoreError> {
-        let v = msm.value().map_err(ScoreError)?;
-        self.score_value(v).map_err(ScoreError)
+        // Cut down to what the rules read, a fraction of the measurement's bytes to
+        // parse; a text that cannot be cut is parsed whole so its error is serde's.
+        let cut = self
+            .reads
+            .project(msm.json.as_bytes())
+            .ok()
+            .and_then(|text| serde_json::from_str::<Value>(&text).ok());
+        match cut {
+            Some(v) => self.score_value(&v),
+            None => self.score_value(msm.value().map_err(ScoreError)?),
+        }
+        .map_err(ScoreError)
     }
 }
 
@@ -753,6 +835,79 @@ mod tests {
         let text = format!("name = \"t\"\nversion = \"1\"\ntest_names = [\"t\"]\n{rules}");
         let s = RuleScorer::parse(&text).map_err(|e| e.to_string())?;
         s.score_value(&msm).map(Value::Object)
+    }
+
+    /// Scores `msm` whole and through `Scorer::score` (cut down to the rules' reads);
+    /// they must agree. Returns the scores and the cut text.
+    fn whole_and_cut(rules: &str, msm: &Value) -> (Result<Value, String>, String) {
+        let text = format!("name = \"t\"\nversion = \"1\"\ntest_names = [\"t\"]\n{rules}");
+        let s = RuleScorer::parse(&text).unwrap();
+        let json = msm.to_string();
+        let whole = s.score_value(msm).map(Value::Object);
+        let cut = Scorer::score(&s, &Measurement::new(&json, Map::new()))
+            .map(Value::Object)
+            .map_err(|e| e.0);
+        assert_eq!(whole, cut, "rules {rules} on {msm}");
+        (whole, s.reads.project(json.as_bytes()).unwrap())
+    }
+
+    #[test]
+    fn measurements_are_cut_to_what_the_rules_read() {
+        let rules = r#"
+[[rule]]
+when = { path = "test_keys", eq = {} }
+set = { accuracy = 0.0 }
+stop = true
+[[rule]]
+when = { any = [
+  { path = "test_keys.failure", in = ["eof_error", []] },
+  { path = "test_keys.failure", contains = "ssl_error" },
+  { path = "test_keys.tags", contains = "x" },
+  { path = "test_keys.pair", eq = [1, 2] },
+  { path = "test_keys.obj", eq = { k = 1 } },
+  { missing = "test_keys.gone" },
+  { count_items = "test_keys.hops", where = { path = "rtt", gt = 5 }, ge = 2 },
+] }
+set = { blocking_general = 1.0, "extra.pair" = { from = "test_keys.pair" } }
+stop = true
+[[rule]]
+each = ["a", "b"]
+when = { truthy = "test_keys.{}_ok" }
+add = { blocking_general = 0.5 }
+"#;
+        let big = "y".repeat(10_000);
+        let base = json!({"test_keys": {"failure": null, "tags": ["a", {"x": 1}], "pair": [1, 3],
+            "gone": 0, "hops": [{"rtt": 9, "pad": big}, {"rtt": 1}], "a_ok": true,
+            "b_ok": {"deep": big}, "unread": {"big": big}}, "network_events": [big]});
+        let variants = [
+            json!({"test_keys": {}}),
+            json!({"test_keys": {"unread": 1}}),
+            json!({"test_keys": []}),
+            json!({"test_keys": "s"}),
+            json!({}),
+            base.clone(),
+            json!({"test_keys": {"failure": "ssl_error: x"}}),
+            json!({"test_keys": {"failure": []}}),
+            json!({"test_keys": {"failure": ["eof_error"]}}),
+            json!({"test_keys": {"tags": ["x"]}, "gone": 1}),
+            json!({"test_keys": {"pair": [1, 2], "gone": 1}}),
+            json!({"test_keys": {"pair": {"1": 2}, "gone": 1}}),
+            json!({"test_keys": {"gone": 1, "hops": [{"rtt": 6}, {"rtt": 7.5}]}}),
+            json!({"test_keys": {"gone": 1, "hops": [{"rtt": 6}, 3]}}),
+            json!({"test_keys": {"gone": 1, "hops": {"rtt": 6}}}),
+            json!({"test_keys": {"gone": 1, "a_ok": [0], "b_ok": {}}}),
+            json!({"test_keys": {"gone": 1, "obj": {"k": 1}}}),
+        ];
+        for msm in &variants {
+            whole_and_cut(rules, msm);
+        }
+        let (scores, cut) = whole_and_cut(rules, &base);
+        assert_eq!(scores.unwrap()["blocking_general"], json!(1.0));
+        // Keys stay, values nobody reads do not travel; what is copied does.
+        assert!(cut.len() < 400, "{cut}");
+        assert!(cut.contains(r#""unread":null"#) && cut.contains(r#""network_events":null"#));
+        assert!(cut.contains(r#""pair":[1,3]"#) && cut.contains(r#""tags":["a",{"x":null}]"#));
+        assert!(cut.contains(r#""b_ok":{"deep":null}"#), "{cut}");
     }
 
     #[test]

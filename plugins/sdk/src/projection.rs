@@ -32,6 +32,20 @@ impl Segment {
     }
 }
 
+/// How a path is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// The whole value, verbatim.
+    Whole,
+    /// The whole value, only ever looked up as an HTTP body (see `Reads::with_bodies`).
+    Body,
+    /// The value's shape only: a scalar as it is, an object's keys and an array's
+    /// elements (themselves cut to their shapes), every other value `null` unless
+    /// another path reads it. Enough for a test of truthiness, type, size, a key's
+    /// presence, or equality with a scalar or an empty container.
+    Shape,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Node {
     /// The whole value is read.
@@ -43,6 +57,29 @@ struct Node {
 }
 
 impl Node {
+    fn insert(&mut self, segments: Vec<Segment>, how: Read) {
+        let mut node = self;
+        for seg in segments {
+            let at = match node.children.iter().position(|(s, _)| *s == seg) {
+                Some(i) => i,
+                None => {
+                    node.children.push((seg, Node::default()));
+                    node.children.len() - 1
+                }
+            };
+            node = &mut node.children[at].1;
+        }
+        match how {
+            Read::Whole => node.whole = true,
+            Read::Body => {
+                node.whole = true;
+                node.body = true;
+            }
+            // A node without children that is not whole keeps the value's shape.
+            Read::Shape => {}
+        }
+    }
+
     fn child(&self, key: &str) -> Option<Cow<'_, Node>> {
         let mut found = self
             .children
@@ -85,34 +122,40 @@ impl Reads {
         let mut root = Node::default();
         let all = paths
             .iter()
-            .map(|p| (p.as_ref(), false))
-            .chain(bodies.iter().map(|p| (p.as_ref(), true)));
-        for (path, is_body) in all {
+            .map(|p| (p.as_ref(), Read::Whole))
+            .chain(bodies.iter().map(|p| (p.as_ref(), Read::Body)));
+        for (path, how) in all {
             let path: &str = path;
-            let mut node = &mut root;
-            for seg in path.split('.') {
-                let seg = match seg {
-                    "" => return Err(format!("read path {path:?} has an empty segment")),
-                    "*" => Segment::Any,
-                    s if s.starts_with('*') => Segment::Suffix(s[1..].to_owned()),
+            let segments = path
+                .split('.')
+                .map(|seg| match seg {
+                    "" => Err(format!("read path {path:?} has an empty segment")),
+                    "*" => Ok(Segment::Any),
+                    s if s.starts_with('*') => Ok(Segment::Suffix(s[1..].to_owned())),
                     s if s.contains('*') => {
-                        return Err(format!("read path {path:?}: `*` may only start a segment"))
+                        Err(format!("read path {path:?}: `*` may only start a segment"))
                     }
-                    s => Segment::Key(s.to_owned()),
-                };
-                let at = match node.children.iter().position(|(s, _)| *s == seg) {
-                    Some(i) => i,
-                    None => {
-                        node.children.push((seg, Node::default()));
-                        node.children.len() - 1
-                    }
-                };
-                node = &mut node.children[at].1;
-            }
-            node.whole = true;
-            node.body |= is_body;
+                    s => Ok(Segment::Key(s.to_owned())),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            root.insert(segments, how);
         }
         Ok(Reads { root })
+    }
+
+    /// Compiles paths given as literal keys (a `*` in a key is just a character), each
+    /// read as `how` says; an empty path is the measurement itself. For engines that
+    /// work out what a scorer reads from its source, such as TOML rule files.
+    pub fn from_keys<K: AsRef<str>>(paths: &[(Vec<K>, Read)]) -> Reads {
+        let mut root = Node::default();
+        for (keys, how) in paths {
+            let segments = keys
+                .iter()
+                .map(|k| Segment::Key(k.as_ref().to_owned()))
+                .collect();
+            root.insert(segments, *how);
+        }
+        Reads { root }
     }
 
     /// The measurement with every value outside the read paths replaced by `null`.
