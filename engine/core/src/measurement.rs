@@ -24,11 +24,23 @@ pub const ROW_FIELDS: [&str; 13] = [
     "annotations",
 ];
 
+/// The keys of `annotations` and of `test_helpers` that the row reads: the rest of
+/// those objects is crossed, not parsed.
+const ANNOTATION_FIELDS: [&str; 5] = [
+    "platform",
+    "architecture",
+    "engine_name",
+    "engine_version",
+    "ooni_run_link_id",
+];
+const TEST_HELPER_FIELDS: [&str; 1] = ["backend"];
+
 /// One measurement (the envelope's `content`, or a bare measurement).
 pub struct Measurement<'a> {
     /// The measurement's JSON text, exactly as uploaded.
     pub json: &'a str,
-    /// Its `ROW_FIELDS` that are present, as a JSON object (a JSON null stays a null).
+    /// Its `ROW_FIELDS` that are present, as a JSON object (a JSON null stays a null);
+    /// `annotations` and `test_helpers`, when objects, hold only the keys the row reads.
     pub fields: Value,
     full: OnceCell<Result<Value, String>>,
 }
@@ -74,6 +86,27 @@ fn small_value(cur: &mut Cursor<'_>) -> ScanResult<Value> {
     })
 }
 
+/// A row field; of an object that the row reads only some keys of, just those keys.
+fn row_field(key: &str, cur: &mut Cursor<'_>) -> ScanResult<Value> {
+    let keep: &[&str] = match key {
+        "annotations" => &ANNOTATION_FIELDS,
+        "test_helpers" => &TEST_HELPER_FIELDS,
+        _ => return small_value(cur),
+    };
+    if cur.peek() != Some(b'{') {
+        return small_value(cur);
+    }
+    let mut picked = Map::new();
+    cur.object(|raw, escaped, cur| match key_text(raw, escaped) {
+        Some(k) if keep.contains(&k.as_ref()) => {
+            picked.insert(k.into_owned(), small_value(cur)?);
+            Ok(())
+        }
+        _ => cur.skip_trusted(),
+    })?;
+    Ok(Value::Object(picked))
+}
+
 /// The row fields of a measurement object; `None` when the value is not an object.
 fn row_fields(cur: &mut Cursor<'_>) -> ScanResult<Option<Map<String, Value>>> {
     if cur.peek() != Some(b'{') {
@@ -84,7 +117,8 @@ fn row_fields(cur: &mut Cursor<'_>) -> ScanResult<Option<Map<String, Value>>> {
     cur.object(|raw, escaped, cur| match key_text(raw, escaped) {
         Some(k) if ROW_FIELDS.contains(&k.as_ref()) => {
             // Python dicts keep the last of duplicate keys (in the first one's place).
-            fields.insert(k.into_owned(), small_value(cur)?);
+            let v = row_field(&k, cur)?;
+            fields.insert(k.into_owned(), v);
             Ok(())
         }
         _ => cur.skip_trusted(),
@@ -129,7 +163,8 @@ pub fn parse_upload(body: &[u8]) -> Result<Upload<'_>, String> {
             }
             "is_verified" => top.is_verified = Some(small_value(cur)?),
             k if ROW_FIELDS.contains(&k) => {
-                top.fields.insert(key.into_owned(), small_value(cur)?);
+                let v = row_field(k, cur)?;
+                top.fields.insert(key.into_owned(), v);
             }
             _ => cur.skip_trusted()?,
         }
@@ -180,6 +215,28 @@ mod tests {
         assert!(m.fields.get("test_keys").is_none());
         assert!(m.json.starts_with("{\"test_name\""));
         assert_eq!(m.value().unwrap()["test_keys"]["big"][2], json!(3));
+    }
+
+    #[test]
+    fn annotations_and_test_helpers_keep_the_keys_the_row_reads() {
+        let body = br#"{"annotations":{"platform":"linux","x":{"big":[1]},"platform":"android",
+            "ooni_run_link_id":"7"},"test_helpers":{"backend":{"address":"a","type":"b"},
+            "dns":"1.1.1.1"},"input":["a","b"]}"#;
+        let m = parse_upload(body).unwrap().measurement;
+        assert_eq!(
+            m.fields["annotations"],
+            json!({"platform": "android", "ooni_run_link_id": "7"})
+        );
+        assert_eq!(
+            m.fields["test_helpers"],
+            json!({"backend": {"address": "a", "type": "b"}})
+        );
+        assert_eq!(m.fields["input"], json!(["a", "b"]));
+        let m = parse_upload(br#"{"annotations":"not a dict","test_helpers":null}"#)
+            .unwrap()
+            .measurement;
+        assert_eq!(m.fields["annotations"], json!("not a dict"));
+        assert_eq!(m.fields["test_helpers"], Value::Null);
     }
 
     #[test]
