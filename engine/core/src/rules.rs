@@ -899,7 +899,7 @@ add = { blocking_general = 0.5 }
             json!({"test_keys": {"gone": 1, "obj": {"k": 1}}}),
         ];
         for msm in &variants {
-            whole_and_cut(rules, msm);
+            let _ = whole_and_cut(rules, msm);
         }
         let (scores, cut) = whole_and_cut(rules, &base);
         assert_eq!(scores.unwrap()["blocking_general"], json!(1.0));
