@@ -41,7 +41,17 @@ async fn kill_during_uploads(db: Db) {
     let payloads = Arc::new(payloads(&c, &engine).await);
     let stop = Arc::new(AtomicBool::new(false));
     let probes = spawn_uploaders(&c, &engine.base, payloads, 16, stop.clone());
+    // Kill once uploads are flowing (the engine may still be compiling its scorers
+    // on a loaded machine): at least 150 acknowledged, and at least 1.5 s in.
+    let started = std::time::Instant::now();
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    while started.elapsed() < Duration::from_secs(30) {
+        let text = metrics_text(&c, &engine).await;
+        if metric(&text, "ooni_uploads_accepted_total").is_some_and(|n| n >= 150.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     engine.kill(); // SIGKILL
     stop.store(true, Ordering::Relaxed);
     let (acked, _) = join_uploaders(probes).await;

@@ -3,8 +3,10 @@
 //! postcans can be built from it unchanged.
 //!
 //! Writes go through one committer thread that groups them: every write waiting when a
-//! group starts is written to a `.post.tmp` file and renamed into place, then ONE
-//! `syncfs` makes the whole group durable, and only then is each writer answered. A
+//! group starts is written to a `.post.tmp` file and renamed into place; a second
+//! thread then makes the group durable with ONE `syncfs` (shared by every group
+//! written by the time it starts), and only then is each writer answered. The next
+//! group is written while the last one syncs. A
 //! file that a crash leaves behind before that sync was never acknowledged; its
 //! content is checked against the SHA-512 prefix in its own uid on recovery, so a
 //! torn file is set aside instead of scored (see `verify_body`).
@@ -318,6 +320,15 @@ fn syncfs(f: &File) -> io::Result<()> {
     }
 }
 
+/// A group whose files are written (or failed), waiting for a sync.
+struct Written {
+    jobs: Vec<WriteJob>,
+    results: Vec<io::Result<()>>,
+}
+
+/// Writes groups of files, then hands each to the syncer (`syncer`): while one
+/// group's sync runs, the next group is being written, so a sync's wait is not added
+/// to every write's.
 fn committer(
     incoming: PathBuf,
     root_fd: File,
@@ -325,40 +336,67 @@ fn committer(
     group_max: usize,
     stats: Arc<SpoolStats>,
 ) {
-    use std::sync::atomic::Ordering::Relaxed;
+    // Two groups may wait for the syncer; a slower disk then makes bigger groups.
+    let (to_sync, written) = std::sync::mpsc::sync_channel::<Written>(2);
+    let sync_thread = std::thread::Builder::new()
+        .name("spool-sync".into())
+        .spawn(move || syncer(root_fd, written, stats));
+    if let Err(e) = sync_thread {
+        tracing::error!(error = %e, "cannot start the spool's sync thread");
+        return;
+    }
     let mut known_dirs = HashSet::new();
-    let mut group = Vec::with_capacity(group_max);
-    let mut results = Vec::with_capacity(group_max);
     while let Some(first) = rx.blocking_recv() {
-        group.push(first);
-        while group.len() < group_max {
+        let mut jobs = Vec::with_capacity(group_max);
+        jobs.push(first);
+        while jobs.len() < group_max {
             match rx.try_recv() {
-                Ok(job) => group.push(job),
+                Ok(job) => jobs.push(job),
                 Err(_) => break,
             }
         }
-        for job in &group {
-            let r = write_file(&incoming, &mut known_dirs, job);
-            if r.is_err() {
-                // A directory removed under us (by the uploader) must be re-created.
-                known_dirs.remove(&job.dir);
-            }
-            results.push(r);
+        let results = jobs
+            .iter()
+            .map(|job| {
+                let r = write_file(&incoming, &mut known_dirs, job);
+                if r.is_err() {
+                    // A directory removed under us (by the uploader) must be re-created.
+                    known_dirs.remove(&job.dir);
+                }
+                r
+            })
+            .collect();
+        if to_sync.send(Written { jobs, results }).is_err() {
+            // The syncer is gone: dropping the jobs tells their writers it failed.
+            return;
         }
+    }
+}
+
+/// Makes written groups durable: every group already written when a sync starts
+/// shares that one `syncfs`, and only then are their writers answered.
+fn syncer(root_fd: File, written: std::sync::mpsc::Receiver<Written>, stats: Arc<SpoolStats>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut groups = Vec::new();
+    while let Ok(first) = written.recv() {
+        groups.push(first);
+        groups.extend(written.try_iter());
         let t = Instant::now();
         let synced = syncfs(&root_fd);
         stats
             .sync_micros
             .fetch_add(t.elapsed().as_micros() as u64, Relaxed);
         stats.groups.fetch_add(1, Relaxed);
-        stats.writes.fetch_add(group.len() as u64, Relaxed);
-        for (job, r) in group.drain(..).zip(results.drain(..)) {
-            let r = match (&synced, r) {
-                (Err(e), _) => Err(io::Error::new(e.kind(), format!("syncfs: {e}"))),
-                (Ok(()), r) => r,
-            };
-            // The writer may have gone away (client disconnected); the file stays.
-            let _ = job.done.send(r);
+        for group in groups.drain(..) {
+            stats.writes.fetch_add(group.jobs.len() as u64, Relaxed);
+            for (job, r) in group.jobs.into_iter().zip(group.results) {
+                let r = match (&synced, r) {
+                    (Err(e), _) => Err(io::Error::new(e.kind(), format!("syncfs: {e}"))),
+                    (Ok(()), r) => r,
+                };
+                // The writer may have gone away (client disconnected); the file stays.
+                let _ = job.done.send(r);
+            }
         }
     }
 }
