@@ -1,6 +1,7 @@
 //! The TOML rule language (`ooni_core::rules`): any text through
-//! `RuleScorer::parse`; a file that parses scores a few fixed measurements, and the
-//! scores serialise as the `scores` column would.
+//! `RuleScorer::parse`; a file that parses scores a few fixed measurements, whole and
+//! cut down to what its rules read (the two must agree), and the scores serialise as
+//! the `scores` column would.
 //!
 //! Input: the rule file, read as UTF-8 (lossily).
 
@@ -61,7 +62,17 @@ fuzz_target!(|data: &[u8]| {
     assert!(!scorer.test_names.is_empty());
     let _ = scorer.info();
     for msm in measurements() {
-        match scorer.score_value(msm) {
+        let whole = scorer.score_value(msm);
+        // The engine scores the measurement cut down to what the rules read: it must
+        // agree with the whole one, whatever the rules.
+        let text = msm.to_string();
+        let cut = Scorer::score(
+            &scorer,
+            &ooni_core::measurement::Measurement::new(&text, serde_json::Map::new()),
+        )
+        .map_err(|e| e.0);
+        assert_eq!(cut, whole, "cut-down and whole measurement score differently");
+        match whole {
             Ok(scores) => {
                 let dumped = ooni_core::ujson::dumps(&Value::Object(scores));
                 assert!(dumped.starts_with('{') && dumped.ends_with('}'));
