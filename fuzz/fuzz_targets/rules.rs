@@ -71,7 +71,10 @@ fuzz_target!(|data: &[u8]| {
             &ooni_core::measurement::Measurement::new(&text, serde_json::Map::new()),
         )
         .map_err(|e| e.0);
-        assert_eq!(cut, whole, "cut-down and whole measurement score differently");
+        assert_eq!(
+            cut, whole,
+            "cut-down and whole measurement score differently"
+        );
         match whole {
             Ok(scores) => {
                 let dumped = ooni_core::ujson::dumps(&Value::Object(scores));
