@@ -24,7 +24,9 @@ fuzz_target!(|data: &[u8]| {
     let mut strict = Cursor::new(data);
     strict.skip_value().expect("valid JSON skips");
     let mut trusted = Cursor::new(data);
-    trusted.skip_trusted().expect("valid JSON skips when trusted");
+    trusted
+        .skip_trusted()
+        .expect("valid JSON skips when trusted");
     assert_eq!(strict.i, trusted.i, "the two skips end apart");
 
     let reads = Reads::with_bodies(&["a", "b.*.c", "*_failure", "x.y"], &["r.body"])
