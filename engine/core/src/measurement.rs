@@ -86,6 +86,26 @@ fn small_value(cur: &mut Cursor<'_>) -> ScanResult<Value> {
     })
 }
 
+/// The members of the object whose `{` is next that are named in `keep`, each read
+/// by `value`; every other member is crossed. Python dicts keep the last of duplicate
+/// keys (in the first one's place), as `Map::insert` does.
+fn pick(
+    cur: &mut Cursor<'_>,
+    keep: &[&str],
+    mut value: impl FnMut(&str, &mut Cursor<'_>) -> ScanResult<Value>,
+) -> ScanResult<Map<String, Value>> {
+    let mut picked = Map::new();
+    cur.object(|raw, escaped, cur| match key_text(raw, escaped) {
+        Some(k) if keep.contains(&k.as_ref()) => {
+            let v = value(&k, cur)?;
+            picked.insert(k.into_owned(), v);
+            Ok(())
+        }
+        _ => cur.skip_trusted(),
+    })?;
+    Ok(picked)
+}
+
 /// A row field; of an object that the row reads only some keys of, just those keys.
 fn row_field(key: &str, cur: &mut Cursor<'_>) -> ScanResult<Value> {
     let keep: &[&str] = match key {
@@ -96,15 +116,7 @@ fn row_field(key: &str, cur: &mut Cursor<'_>) -> ScanResult<Value> {
     if cur.peek() != Some(b'{') {
         return small_value(cur);
     }
-    let mut picked = Map::new();
-    cur.object(|raw, escaped, cur| match key_text(raw, escaped) {
-        Some(k) if keep.contains(&k.as_ref()) => {
-            picked.insert(k.into_owned(), small_value(cur)?);
-            Ok(())
-        }
-        _ => cur.skip_trusted(),
-    })?;
-    Ok(Value::Object(picked))
+    pick(cur, keep, |_, cur| small_value(cur)).map(Value::Object)
 }
 
 /// The row fields of a measurement object; `None` when the value is not an object.
@@ -113,17 +125,7 @@ fn row_fields(cur: &mut Cursor<'_>) -> ScanResult<Option<Map<String, Value>>> {
         cur.skip_trusted()?;
         return Ok(None);
     }
-    let mut fields = Map::new();
-    cur.object(|raw, escaped, cur| match key_text(raw, escaped) {
-        Some(k) if ROW_FIELDS.contains(&k.as_ref()) => {
-            // Python dicts keep the last of duplicate keys (in the first one's place).
-            let v = row_field(&k, cur)?;
-            fields.insert(k.into_owned(), v);
-            Ok(())
-        }
-        _ => cur.skip_trusted(),
-    })?;
-    Ok(Some(fields))
+    pick(cur, &ROW_FIELDS, row_field).map(Some)
 }
 
 /// What an upload holds: the envelope's `is_verified` and the measurement.

@@ -151,6 +151,18 @@ struct Rule {
     stop: bool,
 }
 
+impl Rule {
+    /// What `{}` stands for in each run of the rule: once as nothing, or once per
+    /// `each` entry.
+    fn substitutions(&self) -> Vec<Option<&str>> {
+        if self.each.is_empty() {
+            vec![None]
+        } else {
+            self.each.iter().map(|s| Some(s.as_str())).collect()
+        }
+    }
+}
+
 /// A compiled rule file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuleScorer {
@@ -525,12 +537,7 @@ impl RuleScorer {
             Map::new()
         };
         for rule in &self.rules {
-            let subs: Vec<Option<&str>> = if rule.each.is_empty() {
-                vec![None]
-            } else {
-                rule.each.iter().map(|s| Some(s.as_str())).collect()
-            };
-            for each in subs {
+            for each in rule.substitutions() {
                 if !eval(&subst_cond(&rule.when, each), msm)? {
                     continue;
                 }
@@ -614,12 +621,7 @@ fn reads_of(rules: &[Rule]) -> Reads {
     }
     let mut out = Vec::new();
     for rule in rules {
-        let subs: Vec<Option<&str>> = if rule.each.is_empty() {
-            vec![None]
-        } else {
-            rule.each.iter().map(|s| Some(s.as_str())).collect()
-        };
-        for each in subs {
+        for each in rule.substitutions() {
             cond(&subst_cond(&rule.when, each), &[], &mut out);
             let exprs = rule.set.iter().map(|(_, e)| e);
             for e in exprs.chain(rule.add.iter().map(|(_, e)| e)) {
@@ -831,17 +833,22 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// A rule file of test `t` with these rules.
+    fn parse(rules: &str) -> Result<RuleScorer, RuleError> {
+        RuleScorer::parse(&format!(
+            "name = \"t\"\nversion = \"1\"\ntest_names = [\"t\"]\n{rules}"
+        ))
+    }
+
     fn run(rules: &str, msm: Value) -> Result<Value, String> {
-        let text = format!("name = \"t\"\nversion = \"1\"\ntest_names = [\"t\"]\n{rules}");
-        let s = RuleScorer::parse(&text).map_err(|e| e.to_string())?;
+        let s = parse(rules).map_err(|e| e.to_string())?;
         s.score_value(&msm).map(Value::Object)
     }
 
     /// Scores `msm` whole and through `Scorer::score` (cut down to the rules' reads);
     /// they must agree. Returns the scores and the cut text.
     fn whole_and_cut(rules: &str, msm: &Value) -> (Result<Value, String>, String) {
-        let text = format!("name = \"t\"\nversion = \"1\"\ntest_names = [\"t\"]\n{rules}");
-        let s = RuleScorer::parse(&text).unwrap();
+        let s = parse(rules).unwrap();
         let json = msm.to_string();
         let whole = s.score_value(msm).map(Value::Object);
         let cut = Scorer::score(&s, &Measurement::new(&json, Map::new()))
