@@ -132,12 +132,29 @@ impl<'a> Cursor<'a> {
                     match b.get(i + 1) {
                         Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
                         Some(b'u') => {
-                            let hex = b.get(i + 2..i + 6);
-                            if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
-                                self.i = i;
-                                return self.err("invalid \\u escape");
+                            // As serde_json: a surrogate only as a leading one
+                            // escaped right before a trailing one.
+                            let unit = match hex4(b, i + 2) {
+                                None => {
+                                    self.i = i;
+                                    return self.err("invalid \\u escape");
+                                }
+                                Some(0xDC00..=0xDFFF) => None,
+                                Some(0xD800..=0xDBFF) => {
+                                    let next = (b.get(i + 6..i + 8) == Some(b"\\u"))
+                                        .then(|| hex4(b, i + 8))
+                                        .flatten();
+                                    next.filter(|n| (0xDC00..=0xDFFF).contains(n)).map(|_| 12)
+                                }
+                                Some(_) => Some(6),
+                            };
+                            match unit {
+                                Some(len) => i += len,
+                                None => {
+                                    self.i = i;
+                                    return self.err("lone surrogate in a \\u escape");
+                                }
                             }
-                            i += 6;
                         }
                         _ => {
                             self.i = i;
@@ -200,9 +217,9 @@ impl<'a> Cursor<'a> {
                 return self.err("invalid number");
             }
         }
-        // Only a long number or a large exponent can overflow a double, which
+        // Only a long number or one with an exponent can overflow a double, which
         // `serde_json` refuses; the grammar above makes the text a valid float.
-        if i - self.i > 300 || exponent_digits > 2 {
+        if i - self.i > 300 || exponent_digits > 0 {
             let text = std::str::from_utf8(&b[self.i..i]).unwrap_or("");
             if !text.parse::<f64>().is_ok_and(f64::is_finite) {
                 return self.err("number out of range");
@@ -234,7 +251,8 @@ impl<'a> Cursor<'a> {
             b'"' => {
                 self.string()?;
             }
-            b'{' | b'[' if depth >= MAX_DEPTH => return self.err("nested too deeply"),
+            // serde_json refuses the MAX_DEPTH-th level.
+            b'{' | b'[' if depth + 1 >= MAX_DEPTH => return self.err("nested too deeply"),
             b'{' => self.object(|_, _, cur| cur.skip_at_depth(depth + 1).map(drop))?,
             b'[' => self.array(|cur| cur.skip_at_depth(depth + 1).map(drop))?,
             b't' => self.literal(b"true")?,
@@ -523,6 +541,17 @@ fn masks(block: &[u8; 64]) -> Masks {
     m
 }
 
+/// The four hex digits at `at`, as a number.
+fn hex4(b: &[u8], at: usize) -> Option<u32> {
+    let h = b.get(at..at + 4)?;
+    let text = std::str::from_utf8(h).ok()?;
+    // from_str_radix would also take a sign.
+    h.iter()
+        .all(u8::is_ascii_hexdigit)
+        .then(|| u32::from_str_radix(text, 16).ok())
+        .flatten()
+}
+
 /// A key's text, unescaped if it needs to be.
 pub fn key_text(raw: &[u8], escaped: bool) -> Option<std::borrow::Cow<'_, str>> {
     if !escaped {
@@ -598,8 +627,24 @@ mod tests {
             "[1e309]",
             "[1 2]",
             "{\"a\":1 \"b\":2}",
+            // Surrogate escapes: only a leading one followed by a trailing one.
+            "\"\\ud83d\\ude00\"",
+            "\"\\ud800\"",
+            "\"\\udc00\"",
+            "\"\\ud800x\"",
+            "\"\\ud800\\n\"",
+            "\"\\ud800\\u0041\"",
+            "\"\\ud800\\ud800\"",
+            "\"\\uDBFF\\uDFFF\"",
         ] {
             agrees_with_serde(t);
+        }
+        // Too large for a double with a two-digit exponent.
+        agrees_with_serde(&format!("[1{}e99]", "0".repeat(290)));
+        agrees_with_serde(&format!("[1{}e-99]", "0".repeat(290)));
+        // serde_json's nesting limit, at its edge.
+        for depth in 126..=129 {
+            agrees_with_serde(&("[".repeat(depth) + &"]".repeat(depth)));
         }
         assert!(validate(b"[\"\xf7\"]").is_err());
         let deep = "[".repeat(200) + &"]".repeat(200);
