@@ -10,9 +10,11 @@
 //! them.
 
 use super::literal_scan::LiteralScan;
-use super::schema::{regex_source, Fingerprint, Kind, PatternType, REGEX_SIZE_LIMIT};
+use super::schema::{
+    compile_regex, regex_source, Fingerprint, Kind, PatternType, REGEX_SIZE_LIMIT,
+};
 use ooni_scorer_sdk::{b64, FingerprintMatch, Host};
-use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use regex::bytes::{Regex, RegexSet, RegexSetBuilder};
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -149,9 +151,7 @@ impl Literals {
                     for lit in literals {
                         add(lit, Owner::Gate(g));
                     }
-                    let re = RegexBuilder::new(&source)
-                        .size_limit(REGEX_SIZE_LIMIT)
-                        .build()
+                    let re = compile_regex(pattern)
                         .expect("regexps were validated on load, each within REGEX_SIZE_LIMIT");
                     gated.push((fp, re));
                 }

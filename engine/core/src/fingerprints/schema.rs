@@ -61,7 +61,7 @@ pub struct Fingerprint {
 pub const REGEX_SIZE_LIMIT: usize = 10 << 20;
 
 /// Compiles one fingerprint regexp as the loader checks it.
-fn compile_regex(pattern: &str) -> Result<regex::bytes::Regex, regex::Error> {
+pub(crate) fn compile_regex(pattern: &str) -> Result<regex::bytes::Regex, regex::Error> {
     regex::bytes::RegexBuilder::new(&regex_source(pattern))
         .size_limit(REGEX_SIZE_LIMIT)
         .build()
