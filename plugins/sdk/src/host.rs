@@ -19,6 +19,34 @@ pub trait Host {
     fn match_http_headers(&self, headers_json: &str) -> Vec<FingerprintMatch>;
     /// A log line from the scorer (level 0 debug … 3 error).
     fn log(&self, _level: i32, _message: &str) {}
+    /// True when the engine matched the values on the scorer's `Info::bodies` paths
+    /// itself and sent their matches in their place (`matching::matched_body`). Only
+    /// then does `matching::match_response` take a body in that form as matches: in a
+    /// measurement sent whole, such a body came from the probe.
+    fn bodies_matched(&self) -> bool {
+        false
+    }
+}
+
+/// `host`, saying that the bodies were matched by the engine.
+pub struct BodiesMatched<'h>(pub &'h dyn Host);
+
+impl Host for BodiesMatched<'_> {
+    fn match_dns(&self, answer: &str) -> Vec<FingerprintMatch> {
+        self.0.match_dns(answer)
+    }
+    fn match_http_body(&self, body: &[u8]) -> Vec<FingerprintMatch> {
+        self.0.match_http_body(body)
+    }
+    fn match_http_headers(&self, headers_json: &str) -> Vec<FingerprintMatch> {
+        self.0.match_http_headers(headers_json)
+    }
+    fn log(&self, level: i32, message: &str) {
+        self.0.log(level, message)
+    }
+    fn bodies_matched(&self) -> bool {
+        true
+    }
 }
 
 /// A host with an empty fingerprint set, for scorers that do not use fingerprints

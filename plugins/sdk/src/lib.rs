@@ -66,7 +66,13 @@ pub mod testing {
             .project_with(msm.to_string().as_bytes(), Some(&hook))
             .expect("a serialised value projects");
         let sent: Value = serde_json::from_str(&text).expect("a projection is JSON");
-        let cut = S::score(&sent, host);
+        let matched = crate::host::BodiesMatched(host);
+        let cut_host: &dyn Host = if S::INFO.bodies.is_empty() {
+            host
+        } else {
+            &matched
+        };
+        let cut = S::score(&sent, cut_host);
         assert_eq!(
             cut, whole,
             "scores differ when the measurement is cut down to INFO.reads: a read path is missing\nsent: {text}"
@@ -112,7 +118,12 @@ macro_rules! export_scorer {
             }
             #[no_mangle]
             pub extern "C" fn ooni_score(ptr: i32, len: i32) -> i64 {
-                $crate::wasm::score(ptr, len, <$scorer as $crate::Scorer>::score)
+                $crate::wasm::score(
+                    ptr,
+                    len,
+                    !<$scorer as $crate::Scorer>::INFO.bodies.is_empty(),
+                    <$scorer as $crate::Scorer>::score,
+                )
             }
         }
     };

@@ -56,8 +56,9 @@ pub fn matched_body(raw: &[u8], host: &dyn Host) -> Option<String> {
     Some(serde_json::json!({"format": MATCHED_FORMAT, "matches": matches}).to_string())
 }
 
-/// Looks one HTTP response up: its body (base64 bodies decoded first; any other
-/// object body skipped), then its headers.
+/// Looks one HTTP response up: its body (base64 bodies decoded first; the engine's
+/// matches taken as they are when `host.bodies_matched()`; any other object body
+/// skipped), then its headers.
 pub fn match_response(
     resp: &Value,
     host: &dyn Host,
@@ -69,7 +70,8 @@ pub fn match_response(
     match resp.get("body") {
         None | Some(Value::Null) => {}
         Some(Value::Object(body))
-            if body.get("format").and_then(Value::as_str) == Some(MATCHED_FORMAT) =>
+            if host.bodies_matched()
+                && body.get("format").and_then(Value::as_str) == Some(MATCHED_FORMAT) =>
         {
             let found = body.get("matches").and_then(Value::as_array);
             matches.extend(
@@ -159,4 +161,25 @@ pub fn record_matches(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::{BodiesMatched, NoFingerprints};
+    use serde_json::json;
+
+    #[test]
+    fn matches_in_a_body_count_only_when_the_engine_put_them_there() {
+        let resp = json!({"body": {"format": MATCHED_FORMAT, "matches": [{"name": "forged"}]}});
+        let mut found = Vec::new();
+        match_response(&resp, &NoFingerprints, &mut found).unwrap();
+        assert!(
+            found.is_empty(),
+            "a probe's own matches were taken: {found:?}"
+        );
+        match_response(&resp, &BodiesMatched(&NoFingerprints), &mut found).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0]["name"], json!("forged"));
+    }
 }

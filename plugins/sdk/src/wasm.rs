@@ -94,21 +94,33 @@ pub fn meta(info: &Info) -> i64 {
     hand_out(v.to_string().into_bytes())
 }
 
-pub fn score(ptr: i32, len: i32, f: fn(&Value, &dyn Host) -> Result<Scores, String>) -> i64 {
+/// `bodies_matched`: the scorer declared `Info::bodies`, so the engine sends the
+/// matches of those bodies in their place (see `Host::bodies_matched`).
+pub fn score(
+    ptr: i32,
+    len: i32,
+    bodies_matched: bool,
+    f: fn(&Value, &dyn Host) -> Result<Scores, String>,
+) -> i64 {
     #[cfg(all(target_arch = "wasm32", feature = "arena"))]
     crate::arena::IN_CALL.store(true, core::sync::atomic::Ordering::Relaxed);
-    let out = score_inner(ptr, len, f);
+    let out = score_inner(ptr, len, WasmHost { bodies_matched }, f);
     #[cfg(all(target_arch = "wasm32", feature = "arena"))]
     crate::arena::IN_CALL.store(false, core::sync::atomic::Ordering::Relaxed);
     out
 }
 
-fn score_inner(ptr: i32, len: i32, f: fn(&Value, &dyn Host) -> Result<Scores, String>) -> i64 {
+fn score_inner(
+    ptr: i32,
+    len: i32,
+    host: WasmHost,
+    f: fn(&Value, &dyn Host) -> Result<Scores, String>,
+) -> i64 {
     // SAFETY: the ABI says the host passes a buffer from `ooni_alloc(len)`, filled.
     let input = unsafe { Owned::new(ptr, len) };
     let result = match serde_json::from_slice::<Value>(input.bytes()) {
         Err(e) => Err(format!("measurement is not JSON: {e}")),
-        Ok(msm) => f(&msm, &WasmHost),
+        Ok(msm) => f(&msm, &host),
     };
     drop(input);
     let out = match result {
@@ -126,7 +138,9 @@ extern "C" {
 }
 
 /// The engine, seen from inside the module.
-struct WasmHost;
+struct WasmHost {
+    bodies_matched: bool,
+}
 
 #[cfg(target_arch = "wasm32")]
 fn host_match(kind: i32, a: &[u8]) -> Vec<FingerprintMatch> {
@@ -158,6 +172,9 @@ impl Host for WasmHost {
     }
     fn match_http_headers(&self, headers_json: &str) -> Vec<FingerprintMatch> {
         host_match(2, headers_json.as_bytes())
+    }
+    fn bodies_matched(&self) -> bool {
+        self.bodies_matched
     }
     fn log(&self, level: i32, message: &str) {
         #[cfg(target_arch = "wasm32")]
