@@ -33,27 +33,43 @@ pub const MATCHED_FORMAT: &str = "ooni-matched";
 /// claims to be matched already, which becomes `{}`: any object that is not base64 is
 /// skipped, so a probe cannot hand in matches of its own.
 pub fn matched_body(raw: &[u8], host: &dyn Host) -> Option<String> {
-    let bytes = match raw.first()? {
-        b'"' => {
-            let s: String = serde_json::from_slice(raw).ok()?;
-            host.match_http_body(s.as_bytes())
-        }
-        b'{' => {
-            let v: Value = serde_json::from_slice(raw).ok()?;
-            let o = v.as_object()?;
-            match o.get("format").and_then(Value::as_str) {
-                Some(MATCHED_FORMAT) => return Some("{}".to_owned()),
-                Some("base64") if o.contains_key("data") => {
-                    let decoded = b64::decode(o["data"].as_str()?).ok()?;
-                    host.match_http_body(&decoded)
-                }
-                _ => return None,
+    if !matches!(raw.first()?, b'"' | b'{') {
+        return None;
+    }
+    let body: Value = serde_json::from_slice(raw).ok()?;
+    if body.get("format").and_then(Value::as_str) == Some(MATCHED_FORMAT) {
+        return Some("{}".to_owned());
+    }
+    // A body `match_response` would fail on is sent as it is, for it to fail there.
+    let bytes = body_bytes(&body).ok()??;
+    let matches: Vec<Value> = host
+        .match_http_body(&bytes)
+        .into_iter()
+        .map(Value::Object)
+        .collect();
+    Some(serde_json::json!({"format": MATCHED_FORMAT, "matches": matches}).to_string())
+}
+
+/// The bytes of a response body as OONI matches them: a string as it is, a base64
+/// object decoded, any other object skipped (`None`).
+fn body_bytes(body: &Value) -> Result<Option<std::borrow::Cow<'_, [u8]>>, MatchError> {
+    use std::borrow::Cow;
+    match body {
+        Value::String(s) => Ok(Some(Cow::Borrowed(s.as_bytes()))),
+        Value::Object(o)
+            if o.contains_key("data")
+                && o.get("format").and_then(Value::as_str) == Some("base64") =>
+        {
+            match &o["data"] {
+                Value::String(data) => b64::decode(data)
+                    .map(|b| Some(Cow::Owned(b)))
+                    .map_err(MatchError::Base64),
+                other => Err(MatchError::Other(format!("body data is a {}", kind(other)))),
             }
         }
-        _ => return None,
-    };
-    let matches: Vec<Value> = bytes.into_iter().map(Value::Object).collect();
-    Some(serde_json::json!({"format": MATCHED_FORMAT, "matches": matches}).to_string())
+        Value::Object(_) => Ok(None),
+        other => Err(MatchError::Other(format!("body is a {}", kind(other)))),
+    }
 }
 
 /// Looks one HTTP response up: its body (base64 bodies decoded first; the engine's
@@ -81,22 +97,11 @@ pub fn match_response(
                     .filter_map(|m| m.as_object().cloned()),
             );
         }
-        Some(Value::Object(body)) => {
-            if body.contains_key("data")
-                && body.get("format").and_then(Value::as_str) == Some("base64")
-            {
-                let data = match &body["data"] {
-                    Value::String(s) => s,
-                    other => {
-                        return Err(MatchError::Other(format!("body data is a {}", kind(other))))
-                    }
-                };
-                let bytes = b64::decode(data).map_err(MatchError::Base64)?;
+        Some(body) => {
+            if let Some(bytes) = body_bytes(body)? {
                 matches.extend(host.match_http_body(&bytes));
             }
         }
-        Some(Value::String(s)) => matches.extend(host.match_http_body(s.as_bytes())),
-        Some(other) => return Err(MatchError::Other(format!("body is a {}", kind(other)))),
     }
     match resp.get("headers") {
         Some(Value::Object(h)) if !h.is_empty() => {
