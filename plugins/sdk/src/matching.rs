@@ -32,21 +32,31 @@ pub const MATCHED_FORMAT: &str = "ooni-matched";
 /// sent as it is (so the scorer fails or skips it as before), except an object that
 /// claims to be matched already, which becomes `{}`: any object that is not base64 is
 /// skipped, so a probe cannot hand in matches of its own.
+///
+/// `raw` is a value of a valid JSON text (the engine's cut crosses only those).
 pub fn matched_body(raw: &[u8], host: &dyn Host) -> Option<String> {
-    if !matches!(raw.first()?, b'"' | b'{') {
-        return None;
-    }
-    let body: Value = serde_json::from_slice(raw).ok()?;
-    if body.get("format").and_then(Value::as_str) == Some(MATCHED_FORMAT) {
-        return Some("{}".to_owned());
-    }
-    // A body `match_response` would fail on is sent as it is, for it to fail there.
-    let bytes = body_bytes(&body).ok()??;
-    let matches: Vec<Value> = host
-        .match_http_body(&bytes)
-        .into_iter()
-        .map(Value::Object)
-        .collect();
+    let matches = match raw.first()? {
+        // Most bodies: read straight from the token, no string value built.
+        b'"' => {
+            let mut bytes = Vec::new();
+            if !crate::jsonscan::unescape_into(raw, &mut bytes) {
+                return None;
+            }
+            host.match_http_body(&bytes)
+        }
+        b'{' => {
+            let body: Value = serde_json::from_slice(raw).ok()?;
+            if body.get("format").and_then(Value::as_str) == Some(MATCHED_FORMAT) {
+                return Some("{}".to_owned());
+            }
+            // A body `match_response` would fail on is sent as it is, for it to fail
+            // there.
+            let bytes = body_bytes(&body).ok()??;
+            host.match_http_body(&bytes)
+        }
+        _ => return None,
+    };
+    let matches: Vec<Value> = matches.into_iter().map(Value::Object).collect();
     Some(serde_json::json!({"format": MATCHED_FORMAT, "matches": matches}).to_string())
 }
 
@@ -186,5 +196,60 @@ mod tests {
         match_response(&resp, &BodiesMatched(&NoFingerprints), &mut found).unwrap();
         assert_eq!(found.len(), 1);
         assert_eq!(found[0]["name"], json!("forged"));
+    }
+
+    /// Answers one match named after every body it is asked about, and keeps them.
+    #[derive(Default)]
+    struct Recorder(std::cell::RefCell<Vec<Vec<u8>>>);
+
+    impl Host for Recorder {
+        fn match_dns(&self, _: &str) -> Vec<FingerprintMatch> {
+            Vec::new()
+        }
+        fn match_http_body(&self, body: &[u8]) -> Vec<FingerprintMatch> {
+            self.0.borrow_mut().push(body.to_vec());
+            let mut m = FingerprintMatch::new();
+            m.insert("name".into(), json!(String::from_utf8_lossy(body)));
+            vec![m]
+        }
+        fn match_http_headers(&self, _: &str) -> Vec<FingerprintMatch> {
+            Vec::new()
+        }
+    }
+
+    #[test]
+    fn bodies_are_matched_as_their_decoded_bytes() {
+        let host = Recorder::default();
+        for (raw, bytes) in [
+            (
+                r#""<p class=\"x\">\u00e9\/\n</p>""#,
+                "<p class=\"x\">é/\n</p>",
+            ),
+            (r#""""#, ""),
+            (r#"{"format":"base64","data":"aGk="}"#, "hi"),
+        ] {
+            let sent = matched_body(raw.as_bytes(), &host).unwrap();
+            let sent: Value = serde_json::from_str(&sent).unwrap();
+            assert_eq!(sent["format"], json!(MATCHED_FORMAT));
+            assert_eq!(sent["matches"][0]["name"], json!(bytes), "{raw}");
+            assert_eq!(host.0.borrow().last().unwrap(), bytes.as_bytes());
+        }
+        let asked = host.0.borrow().len();
+        // Sent as they are: not a body OONI matches, or one it fails on.
+        for raw in [
+            r#"{"other":1}"#,
+            "null",
+            "3",
+            r#"{"format":"base64","data":"abcde"}"#,
+        ] {
+            assert_eq!(matched_body(raw.as_bytes(), &host), None, "{raw}");
+        }
+        assert_eq!(host.0.borrow().len(), asked);
+        // A probe's own "matches" are dropped.
+        let forged = format!(r#"{{"format":"{MATCHED_FORMAT}","matches":[{{"name":"x"}}]}}"#);
+        assert_eq!(
+            matched_body(forged.as_bytes(), &host).as_deref(),
+            Some("{}")
+        );
     }
 }

@@ -18,7 +18,9 @@
 //! Times are the CPU time of the benchmark thread (best of five rounds), so other
 //! work on the machine disturbs them less. `OONI_BENCH_PROFILE=1` (or a test name)
 //! instead loops over the full path alone and prints each test's share of a pass, for
-//! `perf record`; `OONI_WASM_PERFMAP=1` names the compiled scorer functions for perf.
+//! `perf record` (with OONI's fingerprint set when `OONI_BENCH_SET=strict|compat`);
+//! `OONI_WASM_PERFMAP=1` names the compiled scorer functions for perf;
+//! `OONI_BENCH_STAGES=1` with `OONI_BENCH_PROFILE=web_connectivity` times its stages.
 
 use ooni_core::{derive_row, Outcome};
 use ooni_engine::fingerprints::{FingerprintSet, Fingerprints};
@@ -105,13 +107,29 @@ fn main() -> anyhow::Result<()> {
         wc_bytes as f64 / wc.len() as f64 / 1e3
     );
 
+    // `OONI_BENCH_SET=strict|compat`: profile mode scores with OONI's set imported.
+    let profile_set = match std::env::var("OONI_BENCH_SET").as_deref() {
+        Ok("strict") => Some(ooni_core::fingerprints::Mode::Strict),
+        Ok("compat") => Some(ooni_core::fingerprints::Mode::Compat),
+        _ => None,
+    };
+    let fingerprints = match profile_set {
+        Some(mode) => {
+            let dir = synthesise_set(&corpus, 1)?;
+            let set = FingerprintSet::load_dir(&dir, mode)?;
+            let _ = std::fs::remove_dir_all(&dir);
+            set
+        }
+        None => FingerprintSet::empty(),
+    };
+    let fingerprints = Fingerprints::new(fingerprints);
     let registry = Registry::new(
         RegistryOptions {
             dir: None,
             limits: Limits::default(),
             bundled: true,
         },
-        Fingerprints::new(FingerprintSet::empty()),
+        fingerprints.clone(),
     )?;
     let set = registry.snapshot();
     let rt = WasmRuntime::new()?;
@@ -152,6 +170,14 @@ fn main() -> anyhow::Result<()> {
             black_box(matches!(derive_row(b, uid, set.as_ref()), Outcome::Row(_)));
         });
         println!("{only}: full path {us:.1} µs / msmt");
+        // `OONI_BENCH_STAGES=1`: where a web_connectivity measurement's time goes.
+        if only == "web_connectivity" && std::env::var_os("OONI_BENCH_STAGES").is_some() {
+            wc_stages(
+                &picked,
+                &wasm_bytes_cut(&rt, &fingerprints)?,
+                &fingerprints.current(),
+            );
+        }
         let mut by_test: std::collections::BTreeMap<&str, Vec<(String, Vec<u8>)>> =
             Default::default();
         for (name, body) in &picked {
@@ -259,6 +285,69 @@ fn main() -> anyhow::Result<()> {
     );
     fingerprint_bench(&corpus, &wc, &all, budget)?;
     Ok(())
+}
+
+fn wasm_bytes_cut(
+    rt: &WasmRuntime,
+    fingerprints: &std::sync::Arc<Fingerprints>,
+) -> anyhow::Result<WasmScorer> {
+    let bytes = ooni_engine::scoring::registry::bundled_modules()
+        .iter()
+        .find(|(name, _)| *name == "scorer_web_connectivity.wasm")
+        .map(|(_, bytes)| *bytes)
+        .ok_or_else(|| anyhow::anyhow!("the engine bundles no web_connectivity module"))?;
+    Ok(WasmScorer::load(
+        rt,
+        bytes,
+        Limits::default(),
+        fingerprints.clone(),
+    )?)
+}
+
+/// Where a web_connectivity measurement's time goes, stage by stage.
+fn wc_stages(items: &[(String, Vec<u8>)], wasm: &WasmScorer, set: &FingerprintSet) {
+    use ooni_scorer_sdk::projection::Reads;
+    let info = scorer_web_connectivity::WebConnectivity::INFO;
+    let Ok(reads) = Reads::with_bodies(info.reads, info.bodies) else {
+        return;
+    };
+    let t = Duration::from_secs(2);
+    let hook = |raw: &[u8]| ooni_scorer_sdk::matching::matched_body(raw, set);
+    let cuts: Vec<String> = items
+        .iter()
+        .map(|(_, b)| reads.project_with(b, Some(&hook)).unwrap_or_default())
+        .collect();
+    let utf8 = time_per_item(items, t, |(_, b)| {
+        black_box(std::str::from_utf8(b).is_ok());
+    });
+    let upload = time_per_item(items, t, |(_, b)| {
+        black_box(ooni_core::measurement::parse_upload(b).is_ok());
+    });
+    let cut_plain = time_per_item(items, t, |(_, b)| {
+        black_box(reads.project_with(b, None).is_ok());
+    });
+    let cut = time_per_item(items, t, |(_, b)| {
+        black_box(reads.project_with(b, Some(&hook)).is_ok());
+    });
+    let call = time_per_item(&cuts, t, |c| {
+        black_box(wasm.call(c).is_ok());
+    });
+    let native = time_per_item(&cuts, t, |c| {
+        let v: serde_json::Value = serde_json::from_str(c).unwrap_or_default();
+        black_box(
+            scorer_web_connectivity::WebConnectivity::score(
+                &v,
+                &ooni_scorer_sdk::host::BodiesMatched(set),
+            )
+            .ok(),
+        );
+    });
+    let parse_cut = time_per_item(&cuts, t, |c| {
+        black_box(serde_json::from_str::<serde_json::Value>(c).ok());
+    });
+    println!("  native on the cut {native:.1} µs, of which parse {parse_cut:.1}");
+    let sent: usize = cuts.iter().map(String::len).sum();
+    println!("  stages: from_utf8 {utf8:.1} µs; parse_upload {upload:.1}; cut without bodies matched {cut_plain:.1}; cut with them {cut:.1}; module call on the cut {call:.1} ({:.1} KB sent on average)", sent as f64 / cuts.len() as f64 / 1e3);
 }
 
 /// Writes OONI's set, imported, `copies` times over (names and patterns made unique)
