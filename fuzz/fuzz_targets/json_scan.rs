@@ -2,13 +2,14 @@
 //! (`ooni_scorer_sdk::jsonscan`, `ooni_scorer_sdk::projection`).
 //!
 //! For any input: the validating scan accepts exactly what `serde_json` accepts. For
-//! valid JSON: the trusted skip ends where the validating one does, and a projection
+//! valid JSON: the trusted skip ends where the validating one does, a string unescapes
+//! as serde_json reads it, and a projection
 //! (with a body hook) is JSON with the same top-level keys, in the same order.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ooni_scorer_sdk::jsonscan::{validate, Cursor};
+use ooni_scorer_sdk::jsonscan::{unescape_into, validate, Cursor};
 use ooni_scorer_sdk::projection::Reads;
 use serde_json::Value;
 
@@ -28,6 +29,14 @@ fuzz_target!(|data: &[u8]| {
         .skip_trusted()
         .expect("valid JSON skips when trusted");
     assert_eq!(strict.i, trusted.i, "the two skips end apart");
+    if let Value::String(s) = &value {
+        let mut out = Vec::new();
+        assert!(
+            unescape_into(data.trim_ascii(), &mut out),
+            "a valid string unescapes"
+        );
+        assert_eq!(out, s.as_bytes(), "unescaped differently from serde_json");
+    }
 
     let reads = Reads::with_bodies(&["a", "b.*.c", "*_failure", "x.y"], &["r.body"])
         .expect("fixed paths compile");
