@@ -288,14 +288,7 @@ impl<'a> Cursor<'a> {
                 return Err(self.at(b.len(), "unterminated string"));
             }
             let mut tail = [b' '; 64];
-            let block: &[u8; 64] = match b.get(pos..pos + 64).and_then(|s| s.try_into().ok()) {
-                Some(s) => s,
-                None => {
-                    tail[..b.len() - pos].copy_from_slice(&b[pos..]);
-                    &tail
-                }
-            };
-            let m = masks(block);
+            let m = masks(block_at(b, pos, &mut tail));
             let end = m.quote & !escaped_chars(m.backslash, &mut escape_carry);
             if end != 0 {
                 self.i = pos + end.trailing_zeros() as usize + 1;
@@ -400,14 +393,7 @@ macro_rules! skip_blocks {
                 break Err($cur.at(b.len(), "unterminated object or array"));
             }
             let mut tail = [b' '; 64];
-            let block: &[u8; 64] = match b.get(pos..pos + 64).and_then(|s| s.try_into().ok()) {
-                Some(s) => s,
-                None => {
-                    tail[..b.len() - pos].copy_from_slice(&b[pos..]);
-                    &tail
-                }
-            };
-            let m = $masks(block);
+            let m = $masks(block_at(b, pos, &mut tail));
             let escaped = escaped_chars(m.backslash, &mut escape_carry);
             let inside = $pxor(m.quote & !escaped) ^ in_string;
             in_string = 0u64.wrapping_sub(inside >> 63);
@@ -441,6 +427,18 @@ macro_rules! skip_blocks {
     }};
 }
 use skip_blocks;
+
+/// The 64 bytes at `pos` (`pos < b.len()`), the last ones padded with spaces in `tail`.
+#[inline(always)]
+fn block_at<'t>(b: &'t [u8], pos: usize, tail: &'t mut [u8; 64]) -> &'t [u8; 64] {
+    match b.get(pos..pos + 64).and_then(|s| s.try_into().ok()) {
+        Some(s) => s,
+        None => {
+            tail[..b.len() - pos].copy_from_slice(&b[pos..]);
+            tail
+        }
+    }
+}
 
 /// The characters of a block escaped by a backslash, without a loop over runs of
 /// backslashes: a run escapes the character after it when its length is odd.
