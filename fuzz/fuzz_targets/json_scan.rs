@@ -3,12 +3,15 @@
 //!
 //! For any input: the validating scan accepts exactly what `serde_json` accepts. For
 //! valid JSON: the trusted skip ends where the validating one does, a string unescapes
-//! as serde_json reads it, and a projection
+//! as serde_json reads it, the engine's first walk of an upload cuts as the
+//! projection does, and a projection
 //! (with a body hook) is JSON with the same top-level keys, in the same order.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use ooni_core::measurement::parse_upload_cut;
+use ooni_core::scores::CutPlan;
 use ooni_scorer_sdk::jsonscan::{unescape_into, validate, Cursor};
 use ooni_scorer_sdk::projection::Reads;
 use serde_json::Value;
@@ -53,4 +56,19 @@ fuzz_target!(|data: &[u8]| {
     }
     assert_eq!(value.is_object(), cut.is_object());
     assert_eq!(value.is_array(), cut.is_array());
+
+    // The engine's first walk of an upload cuts as the projection does.
+    let plan = CutPlan {
+        reads: &reads,
+        bodies: None,
+    };
+    if let Ok(upload) = parse_upload_cut(data, Some(&plan)) {
+        let m = &upload.measurement;
+        if let Some(first_walk) = m.cut_for(&reads) {
+            let own = reads
+                .project(m.json.as_bytes())
+                .expect("valid JSON projects");
+            assert_eq!(first_walk, own, "the first walk cut differently");
+        }
+    }
 });

@@ -3,8 +3,11 @@
 //! which get the raw text (cut down to what they declare they read, see
 //! `ooni_scorer_sdk::projection`) and parse it themselves if they need it.
 
+use crate::scores::CutPlan;
 use ooni_scorer_sdk::jsonscan::{key_text, Cursor, Result as ScanResult, ScanError};
+use ooni_scorer_sdk::projection::{ObjectCut, Reads};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::cell::OnceCell;
 
 /// The top-level measurement keys the `fastpath` row is derived from.
@@ -43,6 +46,8 @@ pub struct Measurement<'a> {
     /// `annotations` and `test_helpers`, when objects, hold only the keys the row reads.
     pub fields: Value,
     full: OnceCell<Result<Value, String>>,
+    /// The cut made in the first walk, and the address of the reads it was made with.
+    cut: Option<(usize, String)>,
 }
 
 impl<'a> Measurement<'a> {
@@ -51,7 +56,15 @@ impl<'a> Measurement<'a> {
             json,
             fields: Value::Object(fields),
             full: OnceCell::new(),
+            cut: None,
         }
+    }
+
+    /// The measurement cut down to `reads` (`Reads::project_with`, bodies matched as
+    /// the plan said), if the first walk made it with these very reads.
+    pub fn cut_for(&self, reads: &Reads) -> Option<&str> {
+        let (by, text) = self.cut.as_ref()?;
+        (*by == reads as *const Reads as usize).then_some(text.as_str())
     }
 
     /// The whole measurement as a JSON tree, parsed on first use.
@@ -119,13 +132,75 @@ fn row_field(key: &str, cur: &mut Cursor<'_>) -> ScanResult<Value> {
     pick(cur, keep, |_, cur| small_value(cur)).map(Value::Object)
 }
 
-/// The row fields of a measurement object; `None` when the value is not an object.
-fn row_fields(cur: &mut Cursor<'_>) -> ScanResult<Option<Map<String, Value>>> {
+/// A member the walk reads (`read` parses it where the cursor is), given to `cut` too
+/// when there is one: crossed once, by the cut if the cut reads it.
+fn read_member(
+    raw: &[u8],
+    escaped: bool,
+    key: &str,
+    cur: &mut Cursor<'_>,
+    cut: Option<&mut ObjectCut<'_, '_>>,
+    read: impl FnOnce(&mut Cursor<'_>) -> ScanResult<Value>,
+) -> ScanResult<Value> {
+    match cut {
+        Some(c) if c.reads(key) => {
+            let start = cur.i;
+            c.member(raw, escaped, cur)?;
+            let mut value = Cursor::new(&cur.bytes()[..cur.i]);
+            value.i = start;
+            read(&mut value)
+        }
+        Some(c) => {
+            c.unread_member(raw);
+            read(cur)
+        }
+        None => read(cur),
+    }
+}
+
+type FieldsAndCut = (Option<Map<String, Value>>, Option<String>);
+
+/// The row fields of a measurement object (`None` when the value is not an object),
+/// and its cut when `cut` is given.
+fn row_fields(
+    cur: &mut Cursor<'_>,
+    mut cut: Option<ObjectCut<'_, '_>>,
+) -> ScanResult<FieldsAndCut> {
     if cur.peek() != Some(b'{') {
         cur.skip_trusted()?;
-        return Ok(None);
+        return Ok((None, None));
     }
-    pick(cur, &ROW_FIELDS, row_field).map(Some)
+    if cut.is_none() {
+        return Ok((Some(pick(cur, &ROW_FIELDS, row_field)?), None));
+    }
+    let mut picked = Map::new();
+    cur.object(|raw, escaped, cur| match key_text(raw, escaped) {
+        Some(k) if ROW_FIELDS.contains(&k.as_ref()) => {
+            let v = read_member(raw, escaped, &k, cur, cut.as_mut(), |c| row_field(&k, c))?;
+            picked.insert(k.into_owned(), v);
+            Ok(())
+        }
+        _ => match cut.as_mut() {
+            Some(c) => c.member(raw, escaped, cur),
+            None => cur.skip_trusted(),
+        },
+    })?;
+    Ok((Some(picked), cut.map(ObjectCut::finish)))
+}
+
+/// Where the top-level `test_name` most likely is, read without a walk: the key
+/// searched for from the end (it follows `test_keys`, most of the bytes). Only a
+/// hint for which scorer's cut to make in the first walk: a wrong one costs time.
+pub fn peek_test_name(body: &[u8]) -> Option<Cow<'_, str>> {
+    let at = memchr::memmem::rfind(body, b"\"test_name\"")?;
+    let mut cur = Cursor::new(body);
+    cur.i = at + b"\"test_name\"".len();
+    cur.expect(b':', "").ok()?;
+    if cur.peek() != Some(b'"') {
+        return None;
+    }
+    let (raw, escaped) = cur.string().ok()?;
+    key_text(raw, escaped)
 }
 
 /// What an upload holds: the envelope's `is_verified` and the measurement.
@@ -143,37 +218,86 @@ pub struct Upload<'a> {
 /// accepted upload was checked whole before it was acknowledged; callers with other
 /// texts check them first (`ooni_scorer_sdk::jsonscan::validate`).
 pub fn parse_upload(body: &[u8]) -> Result<Upload<'_>, String> {
+    parse_upload_cut(body, None)
+}
+
+/// Like `parse_upload`, cutting the measurement down for `plan` in the same walk
+/// (`Measurement::cut_for`), so that its bytes are crossed once.
+pub fn parse_upload_cut<'b>(
+    body: &'b [u8],
+    plan: Option<&CutPlan<'_>>,
+) -> Result<Upload<'b>, String> {
+    // A plan whose reads name a top-level `content` would need that member cut both as
+    // a member and as the measurement: the scorer cuts it itself then.
+    let plan = plan.filter(|p| ObjectCut::new(p.reads, None).is_some_and(|c| !c.reads("content")));
+    let Some(plan) = plan else {
+        return walk_upload(body, None);
+    };
+    let hook = plan
+        .bodies
+        .as_ref()
+        .map(|set| move |raw: &[u8]| ooni_scorer_sdk::matching::matched_body(raw, set.as_ref()));
+    let hook = hook
+        .as_ref()
+        .map(|h| h as ooni_scorer_sdk::projection::BodyHook<'_>);
+    // The cut's walk is stricter than the row's in places (it checks what it reads
+    // deeper); a text only the row's walk accepts is read as before.
+    walk_upload(body, Some((plan.reads, hook))).or_else(|_| walk_upload(body, None))
+}
+
+fn walk_upload<'b>(
+    body: &'b [u8],
+    plan: Option<(&Reads, Option<ooni_scorer_sdk::projection::BodyHook<'_>>)>,
+) -> Result<Upload<'b>, String> {
     let text = std::str::from_utf8(body).map_err(|e| format!("invalid UTF-8: {e}"))?;
     let mut cur = Cursor::new(text.as_bytes());
     let mut top = Top::default();
+    // The cut of the top level, for a bare measurement.
+    let mut bare_cut = plan.and_then(|(reads, hook)| ObjectCut::new(reads, hook));
+    let mut content_cut = None;
     if cur.peek() != Some(b'{') {
         return Err("invalid JSON: expected a JSON object".to_owned());
     }
     cur.object(|raw, escaped, cur| {
         let Some(key) = key_text(raw, escaped) else {
-            return cur.skip_trusted();
+            return match bare_cut.as_mut() {
+                Some(c) => c.member(raw, escaped, cur),
+                None => cur.skip_trusted(),
+            };
         };
+        let cut = bare_cut.as_mut();
         match key.as_ref() {
             "format" => {
                 top.has_format = true;
-                top.format = Some(small_value(cur)?);
+                top.format = Some(read_member(raw, escaped, &key, cur, cut, small_value)?);
             }
             "content" => {
+                if let Some(c) = cut {
+                    c.unread_member(raw);
+                }
                 let start = cur.i;
-                let fields = row_fields(cur)?;
+                let inner = plan.and_then(|(reads, hook)| ObjectCut::new(reads, hook));
+                let (fields, cut) = row_fields(cur, inner)?;
+                content_cut = cut;
                 top.content = Some((start..cur.i, fields));
             }
-            "is_verified" => top.is_verified = Some(small_value(cur)?),
+            "is_verified" => {
+                top.is_verified = Some(read_member(raw, escaped, &key, cur, cut, small_value)?)
+            }
             k if ROW_FIELDS.contains(&k) => {
-                let v = row_field(k, cur)?;
+                let v = read_member(raw, escaped, k, cur, cut, |c| row_field(k, c))?;
                 top.fields.insert(key.into_owned(), v);
             }
-            _ => cur.skip_trusted()?,
+            _ => match cut {
+                Some(c) => c.member(raw, escaped, cur)?,
+                None => cur.skip_trusted()?,
+            },
         }
         Ok(())
     })
     .and_then(|()| cur.end())
     .map_err(|e| format!("invalid JSON: {e}"))?;
+    let reads_at = plan.map(|(reads, _)| reads as *const Reads as usize);
     match (top.has_format, top.content) {
         (true, Some((range, fields))) => {
             match &top.format {
@@ -189,15 +313,21 @@ pub fn parse_upload(body: &[u8]) -> Result<Upload<'_>, String> {
                 }
             }
             let fields = fields.ok_or("the measurement is not a JSON object")?;
+            let mut measurement = Measurement::new(&text[range], fields);
+            measurement.cut = reads_at.zip(content_cut);
             Ok(Upload {
                 is_verified: top.is_verified,
-                measurement: Measurement::new(&text[range], fields),
+                measurement,
             })
         }
-        _ => Ok(Upload {
-            is_verified: top.is_verified,
-            measurement: Measurement::new(text, top.fields),
-        }),
+        _ => {
+            let mut measurement = Measurement::new(text, top.fields);
+            measurement.cut = reads_at.zip(bare_cut.map(ObjectCut::finish));
+            Ok(Upload {
+                is_verified: top.is_verified,
+                measurement,
+            })
+        }
     }
 }
 
@@ -246,6 +376,85 @@ mod tests {
         let u = parse_upload(br#"{"test_name":"a","test_name":"b","x":{}}"#).unwrap();
         assert_eq!(u.measurement.fields["test_name"], json!("b"));
         assert_eq!(u.is_verified, None);
+    }
+
+    /// The cut made in the first walk is the one the scorer would make itself.
+    #[test]
+    fn the_first_walk_cuts_as_the_projection_does() {
+        let reads = Reads::with_bodies(
+            &[
+                "probe_cc",
+                "test_runtime",
+                "test_keys.x",
+                "test_keys.*_failure",
+                "annotations.platform",
+            ],
+            &["test_keys.requests.response.body"],
+        )
+        .unwrap();
+        let hook = |raw: &[u8]| (raw.first() == Some(&b'"')).then(|| "\"matched\"".to_owned());
+        let msms = [
+            r#"{"probe_cc":"IT","test_keys":{"x":[1,{"a":2}],"y":"big","dns_failure":null,
+                "requests":[{"response":{"body":"<html>","code":200}}]},"test_name":"t",
+                "annotations":{"platform":"linux","other":1},"test_runtime":1.5}"#,
+            r#"{"test_name":"a","test_name":"b","te\u0073t_keys":{"x":1},"probe_cc":null}"#,
+            r#"{"report_id":"r","test_keys":[1,2],"input":["a"]}"#,
+            r#"{}"#,
+        ];
+        let plan = CutPlan {
+            reads: &reads,
+            bodies: None,
+        };
+        for m in msms {
+            // Bare, and in an envelope (fields before and after `content`).
+            let envelope = format!(r#"{{"format":"json","content":{m},"is_verified":"t"}}"#);
+            for body in [m.to_owned(), envelope] {
+                let cut = walk_upload(body.as_bytes(), Some((&reads, Some(&hook)))).unwrap();
+                let plain = parse_upload(body.as_bytes()).unwrap();
+                let m = &cut.measurement;
+                assert_eq!(m.fields, plain.measurement.fields, "{body}");
+                assert_eq!(cut.is_verified, plain.is_verified);
+                let want = reads.project_with(m.json.as_bytes(), Some(&hook)).unwrap();
+                assert_eq!(m.cut_for(&reads), Some(want.as_str()), "{body}");
+                // Other reads than the walk's get no cut.
+                assert_eq!(m.cut_for(&Reads::new(&["x"]).unwrap()), None);
+                let m = parse_upload_cut(body.as_bytes(), Some(&plan))
+                    .unwrap()
+                    .measurement;
+                let want = reads.project(m.json.as_bytes()).unwrap();
+                assert_eq!(m.cut_for(&reads), Some(want.as_str()), "{body}");
+            }
+        }
+        // Reads naming a top-level `content`, or the whole measurement: no cut.
+        for paths in [&["content.x"][..], &["*"][..]] {
+            let reads = Reads::new(paths).unwrap();
+            let plan = CutPlan {
+                reads: &reads,
+                bodies: None,
+            };
+            let body = br#"{"format":"json","content":{"content":1,"test_name":"t"}}"#;
+            let m = parse_upload_cut(body, Some(&plan)).unwrap().measurement;
+            assert_eq!(m.cut_for(&reads), None);
+            assert_eq!(m.fields["test_name"], json!("t"));
+        }
+    }
+
+    #[test]
+    fn the_test_name_hint_is_read_from_the_end() {
+        assert_eq!(
+            peek_test_name(
+                br#"{"test_keys":{"test_name":"inner"},"test_name" : "web_connectivity"}"#
+            )
+            .as_deref(),
+            Some("web_connectivity")
+        );
+        assert_eq!(
+            peek_test_name(br#"{"test_name":"t\u0063p","x":"\"test_name\":1"}"#).as_deref(),
+            Some("tcp")
+        );
+        assert_eq!(peek_test_name(br#"{"test_name":5}"#), None);
+        assert_eq!(peek_test_name(br#"{"x":1}"#), None);
+        assert_eq!(peek_test_name(br#"{"test_name""#), None);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! §3, §5.4), or to the reason OONI would write no row.
 
 use crate::getters::{g, g_or, kind, truthy};
-use crate::measurement::parse_upload;
+use crate::measurement::{parse_upload_cut, peek_test_name};
 use crate::pyparse::{int_from_str, ooni_datetime};
 use crate::scores::{flag_wrong_date, flags, Scorer, ScorerInfo};
 use crate::ujson;
@@ -198,7 +198,10 @@ pub fn derive_row(body: &[u8], uid: &str, scorers: &dyn ScorerSelect) -> Outcome
 }
 
 fn derive(body: &[u8], uid: &str, scorers: &dyn ScorerSelect) -> Result<FastpathRow, Dropped> {
-    let upload = parse_upload(body).map_err(fail)?;
+    // The scorer this measurement most likely goes to cuts it in the first walk.
+    let hinted = peek_test_name(body).map(|t| scorers.select(&t));
+    let plan = hinted.and_then(|s| s.cut_plan());
+    let upload = parse_upload_cut(body, plan.as_ref()).map_err(fail)?;
     let is_verified = match &upload.is_verified {
         Some(Value::String(s)) if matches!(s.as_str(), "u" | "t" | "f") => s.clone(),
         _ => "u".to_owned(),

@@ -815,16 +815,26 @@ impl Scorer for RuleScorer {
     fn score(&self, msm: &Measurement<'_>) -> Result<Scores, ScoreError> {
         // Cut down to what the rules read, a fraction of the measurement's bytes to
         // parse; a text that cannot be cut is parsed whole so its error is serde's.
-        let cut = self
-            .reads
-            .project(msm.json.as_bytes())
-            .ok()
-            .and_then(|text| serde_json::from_str::<Value>(&text).ok());
+        let cut = match msm.cut_for(&self.reads) {
+            Some(text) => serde_json::from_str::<Value>(text).ok(),
+            None => self
+                .reads
+                .project(msm.json.as_bytes())
+                .ok()
+                .and_then(|text| serde_json::from_str::<Value>(&text).ok()),
+        };
         match cut {
             Some(v) => self.score_value(&v),
             None => self.score_value(msm.value().map_err(ScoreError)?),
         }
         .map_err(ScoreError)
+    }
+
+    fn cut_plan(&self) -> Option<crate::scores::CutPlan<'_>> {
+        Some(crate::scores::CutPlan {
+            reads: &self.reads,
+            bodies: None,
+        })
     }
 }
 

@@ -26,6 +26,19 @@ pub struct ScoreError(pub String);
 pub trait Scorer: Send + Sync {
     fn info(&self) -> ScorerInfo;
     fn score(&self, msm: &Measurement<'_>) -> Result<Scores, ScoreError>;
+    /// What the scorer reads, when it scores a cut of the measurement: the engine
+    /// may then make the cut in its first walk of the upload, and `score` finds it
+    /// in `Measurement::cut_for`.
+    fn cut_plan(&self) -> Option<CutPlan<'_>> {
+        None
+    }
+}
+
+/// How a scorer's cut is made: its reads, and for the values on its body paths the
+/// fingerprints to match them with (`ooni_scorer_sdk::matching::matched_body`).
+pub struct CutPlan<'a> {
+    pub reads: &'a ooni_scorer_sdk::projection::Reads,
+    pub bodies: Option<std::sync::Arc<dyn ooni_scorer_sdk::Host + Send + Sync>>,
 }
 
 pub use ooni_scorer_sdk::init_scores;

@@ -71,6 +71,10 @@ impl Scorer for LoadedPlugin {
         }
         r
     }
+
+    fn cut_plan(&self) -> Option<ooni_core::scores::CutPlan<'_>> {
+        self.scorer.cut_plan()
+    }
 }
 
 /// One immutable generation of plugins.

@@ -6,7 +6,7 @@
 //! epoch deadline and a memory cap.
 
 use crate::fingerprints::{FingerprintSet, Fingerprints};
-use ooni_core::scores::{ScoreError, Scorer, ScorerInfo, Scores};
+use ooni_core::scores::{CutPlan, ScoreError, Scorer, ScorerInfo, Scores};
 use ooni_core::Measurement;
 use ooni_scorer_sdk::projection::Reads;
 use ooni_scorer_sdk::Host;
@@ -510,6 +510,9 @@ impl Scorer for WasmScorer {
         let Some(reads) = &self.reads else {
             return self.call(msm.json).map_err(ScoreError);
         };
+        if let Some(cut) = msm.cut_for(reads) {
+            return self.call(cut).map_err(ScoreError);
+        }
         // Cut down to what the module reads, its bodies matched here with the set
         // this call is pinned to.
         let fingerprints = self.fingerprints.for_scoring();
@@ -521,5 +524,14 @@ impl Scorer for WasmScorer {
             Err(_) if !self.bodies => self.call(msm.json).map_err(ScoreError),
             Err(e) => Err(ScoreError(format!("measurement is not JSON: {e}"))),
         }
+    }
+
+    fn cut_plan(&self) -> Option<CutPlan<'_>> {
+        Some(CutPlan {
+            reads: self.reads.as_ref()?,
+            bodies: self
+                .bodies
+                .then(|| self.fingerprints.for_scoring() as Arc<dyn Host + Send + Sync>),
+        })
     }
 }
