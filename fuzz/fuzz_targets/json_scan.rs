@@ -64,7 +64,7 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(upload) = parse_upload_cut(data, Some(&plan)) {
         let m = &upload.measurement;
-        if let Some(first_walk) = m.cut_for(&reads) {
+        if let Some(first_walk) = m.cut_for(&reads, false) {
             let own = reads
                 .project(m.json.as_bytes())
                 .expect("valid JSON projects");

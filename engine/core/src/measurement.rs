@@ -46,8 +46,9 @@ pub struct Measurement<'a> {
     /// `annotations` and `test_helpers`, when objects, hold only the keys the row reads.
     pub fields: Value,
     full: OnceCell<Result<Value, String>>,
-    /// The cut made in the first walk, and the address of the reads it was made with.
-    cut: Option<(usize, String)>,
+    /// The cut made in the first walk, the address of the reads it was made with, and
+    /// whether its bodies were matched.
+    cut: Option<((usize, bool), String)>,
 }
 
 impl<'a> Measurement<'a> {
@@ -60,11 +61,12 @@ impl<'a> Measurement<'a> {
         }
     }
 
-    /// The measurement cut down to `reads` (`Reads::project_with`, bodies matched as
-    /// the plan said), if the first walk made it with these very reads.
-    pub fn cut_for(&self, reads: &Reads) -> Option<&str> {
+    /// The measurement cut down to `reads` (`Reads::project_with`, its bodies matched
+    /// if `bodies_matched`), if the first walk made it with these very reads (alive
+    /// for the whole of one `derive_row`, so the address names them).
+    pub fn cut_for(&self, reads: &Reads, bodies_matched: bool) -> Option<&str> {
         let (by, text) = self.cut.as_ref()?;
-        (*by == reads as *const Reads as usize).then_some(text.as_str())
+        (*by == (reads as *const Reads as usize, bodies_matched)).then_some(text.as_str())
     }
 
     /// The whole measurement as a JSON tree, parsed on first use.
@@ -222,7 +224,8 @@ pub fn parse_upload(body: &[u8]) -> Result<Upload<'_>, String> {
 }
 
 /// Like `parse_upload`, cutting the measurement down for `plan` in the same walk
-/// (`Measurement::cut_for`), so that its bytes are crossed once.
+/// (`Measurement::cut_for`), so that its bytes are crossed once. The cut names the
+/// plan's reads by address: score it while they are alive (as `derive_row` does).
 pub fn parse_upload_cut<'b>(
     body: &'b [u8],
     plan: Option<&CutPlan<'_>>,
@@ -297,7 +300,7 @@ fn walk_upload<'b>(
     })
     .and_then(|()| cur.end())
     .map_err(|e| format!("invalid JSON: {e}"))?;
-    let reads_at = plan.map(|(reads, _)| reads as *const Reads as usize);
+    let reads_at = plan.map(|(reads, hook)| (reads as *const Reads as usize, hook.is_some()));
     match (top.has_format, top.content) {
         (true, Some((range, fields))) => {
             match &top.format {
@@ -415,14 +418,15 @@ mod tests {
                 assert_eq!(m.fields, plain.measurement.fields, "{body}");
                 assert_eq!(cut.is_verified, plain.is_verified);
                 let want = reads.project_with(m.json.as_bytes(), Some(&hook)).unwrap();
-                assert_eq!(m.cut_for(&reads), Some(want.as_str()), "{body}");
-                // Other reads than the walk's get no cut.
-                assert_eq!(m.cut_for(&Reads::new(&["x"]).unwrap()), None);
+                assert_eq!(m.cut_for(&reads, true), Some(want.as_str()), "{body}");
+                // Other reads than the walk's, or bodies not matched, get no cut.
+                assert_eq!(m.cut_for(&Reads::new(&["x"]).unwrap(), true), None);
+                assert_eq!(m.cut_for(&reads, false), None);
                 let m = parse_upload_cut(body.as_bytes(), Some(&plan))
                     .unwrap()
                     .measurement;
                 let want = reads.project(m.json.as_bytes()).unwrap();
-                assert_eq!(m.cut_for(&reads), Some(want.as_str()), "{body}");
+                assert_eq!(m.cut_for(&reads, false), Some(want.as_str()), "{body}");
             }
         }
         // Reads naming a top-level `content`, or the whole measurement: no cut.
@@ -434,7 +438,7 @@ mod tests {
             };
             let body = br#"{"format":"json","content":{"content":1,"test_name":"t"}}"#;
             let m = parse_upload_cut(body, Some(&plan)).unwrap().measurement;
-            assert_eq!(m.cut_for(&reads), None);
+            assert_eq!(m.cut_for(&reads, false), None);
             assert_eq!(m.fields["test_name"], json!("t"));
         }
     }

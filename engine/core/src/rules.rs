@@ -815,7 +815,7 @@ impl Scorer for RuleScorer {
     fn score(&self, msm: &Measurement<'_>) -> Result<Scores, ScoreError> {
         // Cut down to what the rules read, a fraction of the measurement's bytes to
         // parse; a text that cannot be cut is parsed whole so its error is serde's.
-        let cut = match msm.cut_for(&self.reads) {
+        let cut = match msm.cut_for(&self.reads, false) {
             Some(text) => serde_json::from_str::<Value>(text).ok(),
             None => self
                 .reads

@@ -510,7 +510,7 @@ impl Scorer for WasmScorer {
         let Some(reads) = &self.reads else {
             return self.call(msm.json).map_err(ScoreError);
         };
-        if let Some(cut) = msm.cut_for(reads) {
+        if let Some(cut) = msm.cut_for(reads, self.bodies) {
             return self.call(cut).map_err(ScoreError);
         }
         // Cut down to what the module reads, its bodies matched here with the set

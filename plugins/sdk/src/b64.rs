@@ -57,11 +57,8 @@ fn decode_with(s: &str, quads: bool) -> Result<Vec<u8>, String> {
             if quad >= 2 {
                 pads += 1;
                 if quad + pads >= 4 {
-                    // A complete padded quad: start afresh.
-                    quad = 0;
-                    pads = 0;
-                    acc = 0;
-                    bits = 0;
+                    // A complete padded quad ends the data: what follows is not read.
+                    return Ok(out);
                 }
             }
             continue;
@@ -100,6 +97,11 @@ mod tests {
         );
         assert!(decode("a").is_err());
         assert!(decode("é").is_err());
+        // Python stops at the end of a padded quad.
+        assert_eq!(decode("aGk=aGk=").unwrap(), b"hi");
+        assert_eq!(decode("aGk==aGk").unwrap(), b"hi");
+        assert_eq!(decode("aG==x").unwrap(), b"h");
+        assert_eq!(decode("aGk=\n").unwrap(), b"hi");
     }
 
     #[test]
