@@ -162,6 +162,19 @@ fn read_member(
 
 type FieldsAndCut = (Option<Map<String, Value>>, Option<String>);
 
+/// A member the walk does not read: given to `cut` if there is one, else crossed.
+fn cross_member(
+    raw: &[u8],
+    escaped: bool,
+    cur: &mut Cursor<'_>,
+    cut: Option<&mut ObjectCut<'_, '_>>,
+) -> ScanResult<()> {
+    match cut {
+        Some(c) => c.member(raw, escaped, cur),
+        None => cur.skip_trusted(),
+    }
+}
+
 /// The row fields of a measurement object (`None` when the value is not an object),
 /// and its cut when `cut` is given.
 fn row_fields(
@@ -172,9 +185,6 @@ fn row_fields(
         cur.skip_trusted()?;
         return Ok((None, None));
     }
-    if cut.is_none() {
-        return Ok((Some(pick(cur, &ROW_FIELDS, row_field)?), None));
-    }
     let mut picked = Map::new();
     cur.object(|raw, escaped, cur| match key_text(raw, escaped) {
         Some(k) if ROW_FIELDS.contains(&k.as_ref()) => {
@@ -182,10 +192,7 @@ fn row_fields(
             picked.insert(k.into_owned(), v);
             Ok(())
         }
-        _ => match cut.as_mut() {
-            Some(c) => c.member(raw, escaped, cur),
-            None => cur.skip_trusted(),
-        },
+        _ => cross_member(raw, escaped, cur, cut.as_mut()),
     })?;
     Ok((Some(picked), cut.map(ObjectCut::finish)))
 }
@@ -232,7 +239,7 @@ pub fn parse_upload_cut<'b>(
 ) -> Result<Upload<'b>, String> {
     // A plan whose reads name a top-level `content` would need that member cut both as
     // a member and as the measurement: the scorer cuts it itself then.
-    let plan = plan.filter(|p| ObjectCut::new(p.reads, None).is_some_and(|c| !c.reads("content")));
+    let plan = plan.filter(|p| p.reads.cuts_members_without("content"));
     let Some(plan) = plan else {
         return walk_upload(body, None);
     };
@@ -263,10 +270,7 @@ fn walk_upload<'b>(
     }
     cur.object(|raw, escaped, cur| {
         let Some(key) = key_text(raw, escaped) else {
-            return match bare_cut.as_mut() {
-                Some(c) => c.member(raw, escaped, cur),
-                None => cur.skip_trusted(),
-            };
+            return cross_member(raw, escaped, cur, bare_cut.as_mut());
         };
         let cut = bare_cut.as_mut();
         match key.as_ref() {
@@ -291,10 +295,7 @@ fn walk_upload<'b>(
                 let v = read_member(raw, escaped, k, cur, cut, |c| row_field(k, c))?;
                 top.fields.insert(key.into_owned(), v);
             }
-            _ => match cut {
-                Some(c) => c.member(raw, escaped, cur)?,
-                None => cur.skip_trusted()?,
-            },
+            _ => cross_member(raw, escaped, cur, cut)?,
         }
         Ok(())
     })

@@ -158,6 +158,12 @@ impl Reads {
         Reads { root }
     }
 
+    /// Whether a first walk can cut an object member by member for these reads (not
+    /// when they take it whole), with its top-level `key` left unread.
+    pub fn cuts_members_without(&self, key: &str) -> bool {
+        !self.root.whole && self.root.child(key).is_none()
+    }
+
     /// The measurement with every value outside the read paths replaced by `null`.
     /// `json` must be valid JSON (as every upload is once accepted): values the
     /// scorer does not read are crossed without being validated again.

@@ -174,7 +174,7 @@ fn main() -> anyhow::Result<()> {
         if only == "web_connectivity" && std::env::var_os("OONI_BENCH_STAGES").is_some() {
             wc_stages(
                 &picked,
-                &wasm_bytes_cut(&rt, &fingerprints)?,
+                &wc_scorer(&rt, &fingerprints)?,
                 &fingerprints.current(),
             );
         }
@@ -287,7 +287,7 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn wasm_bytes_cut(
+fn wc_scorer(
     rt: &WasmRuntime,
     fingerprints: &std::sync::Arc<Fingerprints>,
 ) -> anyhow::Result<WasmScorer> {
