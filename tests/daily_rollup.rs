@@ -9,7 +9,7 @@ mod common;
 use chrono::{NaiveDate, NaiveDateTime};
 use common::*;
 use ooni_core::{DropKind, FastpathRow};
-use ooni_engine::store::{AggQuery, AggRow, Axis, AxisValue, DropRecord, Grain, Store};
+use ooni_engine::store::{AggQuery, AggRow, Axis, AxisValue, DropRecord, Grain, MetaKey, Store};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -307,6 +307,24 @@ async fn suite(kind: Db) {
     }
     store.write_batch(&changed, &[]).await.unwrap();
     check(&store, &all, "after re-scores").await;
+
+    // One batch naming a measurement twice (queued by an upload and by the start-up
+    // scan): written, the later row standing, counted once.
+    let before = all[3].clone();
+    all[3].anomaly = !all[3].anomaly;
+    all[3].scores = "{\"twice\":1}".into();
+    store
+        .write_batch(&[before, all[4].clone(), all[3].clone()], &[])
+        .await
+        .unwrap();
+    check(&store, &all, "after a batch with a uid twice").await;
+    let (again, _) = store
+        .measurement_meta(MetaKey::Uid(&all[3].measurement_uid))
+        .await
+        .unwrap()
+        .expect("the row is there");
+    assert_eq!(again.scores, all[3].scores);
+    assert_eq!(again.anomaly, all[3].anomaly);
 
     // Rows replaced by drop records go from the rollup too.
     let dropped: Vec<DropRecord> = all

@@ -7,6 +7,7 @@ use ooni_core::{DropKind, FastpathRow};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, QueryBuilder, Row, SqlitePool};
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::str::FromStr;
 use std::time::Duration;
@@ -164,6 +165,23 @@ macro_rules! delete_uids {
     }};
 }
 
+/// `items` with only the last of each uid, in their order; borrowed when no uid repeats.
+fn last_per_uid<T: Clone>(items: &[T], uid: impl Fn(&T) -> &String) -> Cow<'_, [T]> {
+    let mut seen = HashSet::with_capacity(items.len());
+    if items.iter().all(|it| seen.insert(uid(it))) {
+        return Cow::Borrowed(items);
+    }
+    seen.clear();
+    let mut kept: Vec<T> = items
+        .iter()
+        .rev()
+        .filter(|it| seen.insert(uid(it)))
+        .cloned()
+        .collect();
+    kept.reverse();
+    Cow::Owned(kept)
+}
+
 macro_rules! write_batch_on {
     ($pool:expr, $rows:expr, $drops:expr, $now:expr, $lock:expr) => {{
         let mut tx = $pool.begin().await?;
@@ -300,6 +318,11 @@ impl Store {
         drops: &[DropRecord],
     ) -> Result<(), StoreError> {
         let now: NaiveDateTime = chrono::Utc::now().naive_utc();
+        // One measurement can be queued twice (a live upload the start-up scan also
+        // found unscored): PostgreSQL refuses an upsert that names a key twice, which
+        // would stall the writer on that batch for good; the later row stands.
+        let rows = &*last_per_uid(rows, |r| &r.measurement_uid);
+        let drops = &*last_per_uid(drops, |d| &d.measurement_uid);
         match self {
             Store::Sqlite(p) => write_batch_on!(p, rows, drops, now, None::<&str>),
             // The rows' triggers update shared rollup rows (a day's, a month's) in the
