@@ -20,7 +20,7 @@ fn score(name: &str, msm: Value) -> Value {
     let json = msm.to_string();
     let cut = ooni_core::Scorer::score(
         &rules,
-        &ooni_core::measurement::Measurement::new(&json, serde_json::Map::new()),
+        &ooni_core::measurement::Measurement::new(&json, Default::default()),
     )
     .unwrap();
     assert_eq!(

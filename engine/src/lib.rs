@@ -20,3 +20,10 @@ pub mod store;
 pub mod testlists;
 pub mod uploader;
 pub mod watch;
+
+// Scoring builds and drops many small JSON values per measurement, and the spool and
+// cut buffers are a few KiB each: mimalloc's per-thread free lists serve both without
+// glibc's consolidation passes. Declared here so that the engine, its tests and its
+// benchmarks all run on the allocator the engine ships with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

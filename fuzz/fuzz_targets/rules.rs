@@ -68,7 +68,7 @@ fuzz_target!(|data: &[u8]| {
         let text = msm.to_string();
         let cut = Scorer::score(
             &scorer,
-            &ooni_core::measurement::Measurement::new(&text, serde_json::Map::new()),
+            &ooni_core::measurement::Measurement::new(&text, Default::default()),
         )
         .map_err(|e| e.0);
         assert_eq!(

@@ -38,13 +38,48 @@ const ANNOTATION_FIELDS: [&str; 5] = [
 ];
 const TEST_HELPER_FIELDS: [&str; 1] = ["backend"];
 
+/// A measurement's row fields, each in its `ROW_FIELDS` place: a fixed table, as
+/// hashing a dozen keys into a map cost more than reading their values. Like a Python
+/// dict, a key given twice keeps its last value.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RowFields([Option<Value>; ROW_FIELDS.len()]);
+
+impl RowFields {
+    fn slot(key: &str) -> Option<usize> {
+        ROW_FIELDS.iter().position(|f| *f == key)
+    }
+
+    /// The field's value as the measurement has it (a JSON null included).
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.0[Self::slot(key)?].as_ref()
+    }
+
+    /// `g_or(msm, key)`: a missing field and a null one alike.
+    pub fn get_non_null(&self, key: &str) -> Option<&Value> {
+        self.get(key).filter(|v| !v.is_null())
+    }
+
+    fn set(&mut self, slot: usize, value: Value) {
+        self.0[slot] = Some(value);
+    }
+}
+
+impl std::ops::Index<&str> for RowFields {
+    type Output = Value;
+
+    /// As `Value`'s index: a missing field reads as null.
+    fn index(&self, key: &str) -> &Value {
+        self.get(key).unwrap_or(&Value::Null)
+    }
+}
+
 /// One measurement (the envelope's `content`, or a bare measurement).
 pub struct Measurement<'a> {
     /// The measurement's JSON text, exactly as uploaded.
     pub json: &'a str,
-    /// Its `ROW_FIELDS` that are present, as a JSON object (a JSON null stays a null);
-    /// `annotations` and `test_helpers`, when objects, hold only the keys the row reads.
-    pub fields: Value,
+    /// Its `ROW_FIELDS` that are present (a JSON null stays a null); `annotations`
+    /// and `test_helpers`, when objects, hold only the keys the row reads.
+    pub fields: RowFields,
     full: OnceCell<Result<Value, String>>,
     /// The cut made in the first walk, the address of the reads it was made with, and
     /// whether its bodies were matched.
@@ -52,10 +87,10 @@ pub struct Measurement<'a> {
 }
 
 impl<'a> Measurement<'a> {
-    pub fn new(json: &'a str, fields: Map<String, Value>) -> Self {
+    pub fn new(json: &'a str, fields: RowFields) -> Self {
         Measurement {
             json,
-            fields: Value::Object(fields),
+            fields,
             full: OnceCell::new(),
             cut: None,
         }
@@ -79,7 +114,7 @@ impl<'a> Measurement<'a> {
 }
 
 /// The byte range of `content`, and its row fields (`None`: not an object).
-type Content = (std::ops::Range<usize>, Option<Map<String, Value>>);
+type Content = (std::ops::Range<usize>, Option<RowFields>);
 
 /// What one top-level walk of an upload finds.
 #[derive(Default)]
@@ -88,14 +123,24 @@ struct Top {
     format: Option<Value>,
     content: Option<Content>,
     is_verified: Option<Value>,
-    fields: Map<String, Value>,
+    fields: RowFields,
 }
 
 /// Parses one small value (a row field) where the cursor is.
 fn small_value(cur: &mut Cursor<'_>) -> ScanResult<Value> {
     let start = cur.i;
     cur.skip_trusted()?;
-    serde_json::from_slice(&cur.bytes()[start..cur.i]).map_err(|_| ScanError {
+    let raw = &cur.bytes()[start..cur.i];
+    // Most row fields are strings with nothing escaped: taken as they are, without
+    // setting up a deserializer for each.
+    if let [b'"', inner @ .., b'"'] = raw {
+        if memchr::memchr(b'\\', inner).is_none() {
+            if let Ok(s) = std::str::from_utf8(inner) {
+                return Ok(Value::String(s.to_owned()));
+            }
+        }
+    }
+    serde_json::from_slice(raw).map_err(|_| ScanError {
         what: "invalid value",
         offset: start,
     })
@@ -109,7 +154,7 @@ fn pick(
     keep: &[&str],
     mut value: impl FnMut(&str, &mut Cursor<'_>) -> ScanResult<Value>,
 ) -> ScanResult<Map<String, Value>> {
-    let mut picked = Map::new();
+    let mut picked = Map::with_capacity(keep.len());
     cur.object(|raw, escaped, cur| match key_text(raw, escaped) {
         Some(k) if keep.contains(&k.as_ref()) => {
             let v = value(&k, cur)?;
@@ -160,7 +205,7 @@ fn read_member(
     }
 }
 
-type FieldsAndCut = (Option<Map<String, Value>>, Option<String>);
+type FieldsAndCut = (Option<RowFields>, Option<String>);
 
 /// A member the walk does not read: given to `cut` if there is one, else crossed.
 fn cross_member(
@@ -185,14 +230,17 @@ fn row_fields(
         cur.skip_trusted()?;
         return Ok((None, None));
     }
-    let mut picked = Map::new();
-    cur.object(|raw, escaped, cur| match key_text(raw, escaped) {
-        Some(k) if ROW_FIELDS.contains(&k.as_ref()) => {
-            let v = read_member(raw, escaped, &k, cur, cut.as_mut(), |c| row_field(&k, c))?;
-            picked.insert(k.into_owned(), v);
-            Ok(())
+    let mut picked = RowFields::default();
+    cur.object(|raw, escaped, cur| {
+        let key = key_text(raw, escaped);
+        match key.as_deref().and_then(|k| Some((k, RowFields::slot(k)?))) {
+            Some((k, slot)) => {
+                let v = read_member(raw, escaped, k, cur, cut.as_mut(), |c| row_field(k, c))?;
+                picked.set(slot, v);
+                Ok(())
+            }
+            None => cross_member(raw, escaped, cur, cut.as_mut()),
         }
-        _ => cross_member(raw, escaped, cur, cut.as_mut()),
     })?;
     Ok((Some(picked), cut.map(ObjectCut::finish)))
 }
@@ -291,11 +339,13 @@ fn walk_upload<'b>(
             "is_verified" => {
                 top.is_verified = Some(read_member(raw, escaped, &key, cur, cut, small_value)?)
             }
-            k if ROW_FIELDS.contains(&k) => {
-                let v = read_member(raw, escaped, k, cur, cut, |c| row_field(k, c))?;
-                top.fields.insert(key.into_owned(), v);
-            }
-            _ => cross_member(raw, escaped, cur, cut)?,
+            k => match RowFields::slot(k) {
+                Some(slot) => {
+                    let v = read_member(raw, escaped, k, cur, cut, |c| row_field(k, c))?;
+                    top.fields.set(slot, v);
+                }
+                None => cross_member(raw, escaped, cur, cut)?,
+            },
         }
         Ok(())
     })

@@ -3,7 +3,7 @@
 //! §3, §5.4), or to the reason OONI would write no row.
 
 use crate::getters::{g, g_or, kind, truthy};
-use crate::measurement::{parse_upload_cut, peek_test_name};
+use crate::measurement::{parse_upload_cut, peek_test_name, RowFields};
 use crate::pyparse::{int_from_str, ooni_datetime};
 use crate::scores::{flag_wrong_date, flags, Scorer, ScorerInfo};
 use crate::ujson;
@@ -103,7 +103,7 @@ fn discard(reason: &str) -> Dropped {
 }
 
 /// `nn(d, k)`: a string, `""` for missing or null; anything else fails the insert.
-fn nn(d: &Map<String, Value>, key: &str) -> Result<String, Dropped> {
+fn nn(d: &RowFields, key: &str) -> Result<String, Dropped> {
     match d.get(key) {
         None | Some(Value::Null) => Ok(String::new()),
         Some(Value::String(s)) => Ok(s.clone()),
@@ -111,16 +111,16 @@ fn nn(d: &Map<String, Value>, key: &str) -> Result<String, Dropped> {
     }
 }
 
-/// `g_or(d, k, default)` where the column is a string.
-fn str_or(d: &Value, key: &str, default: &str) -> Result<String, Dropped> {
-    match g_or(d, key).map_err(|e| fail(e.to_string()))? {
-        None => Ok(default.to_owned()),
+/// `g_or(d, k, default)` where the column is a string (`found`: `d.get(k)`).
+fn str_or(found: Option<&Value>, key: &str, default: &str) -> Result<String, Dropped> {
+    match found {
+        None | Some(Value::Null) => Ok(default.to_owned()),
         Some(Value::String(s)) => Ok(s.clone()),
         Some(v) => Err(fail(format!("{key} is a {}, not a string", kind(v)))),
     }
 }
 
-fn start_time(d: &Map<String, Value>, key: &str) -> Result<NaiveDateTime, Dropped> {
+fn start_time(d: &RowFields, key: &str) -> Result<NaiveDateTime, Dropped> {
     match d.get(key) {
         None => Err(fail(format!("missing {key}"))),
         Some(Value::String(s)) => {
@@ -131,7 +131,7 @@ fn start_time(d: &Map<String, Value>, key: &str) -> Result<NaiveDateTime, Droppe
 }
 
 /// `int(msm["probe_asn"][2:])`.
-fn probe_asn(d: &Map<String, Value>) -> Result<i64, Dropped> {
+fn probe_asn(d: &RowFields) -> Result<i64, Dropped> {
     match d.get("probe_asn") {
         None => Err(fail("missing probe_asn")),
         Some(Value::String(s)) => s
@@ -163,10 +163,7 @@ fn ooni_run_link_id(annotations: &Value) -> Result<Option<i64>, Dropped> {
 }
 
 /// `input` and `domain` (`extract_input_domain`).
-fn input_and_domain(
-    msm: &Map<String, Value>,
-    test_name: &str,
-) -> Result<(String, String), Dropped> {
+fn input_and_domain(msm: &RowFields, test_name: &str) -> Result<(String, String), Dropped> {
     let input = msm.get("input").filter(|v| truthy(v));
     match input {
         None => Ok((String::new(), String::new())),
@@ -208,10 +205,7 @@ fn derive(body: &[u8], uid: &str, scorers: &dyn ScorerSelect) -> Result<Fastpath
     };
     let measurement = &upload.measurement;
     // The getters below see only the row fields; they behave as on the whole object.
-    let msm_value = &measurement.fields;
-    let Value::Object(msm) = msm_value else {
-        return Err(fail("the measurement is not a JSON object"));
-    };
+    let msm = &measurement.fields;
 
     if msm.get("report_id").is_none_or(Value::is_null) {
         return Err(discard("Ignoring measurement without report_id"));
@@ -242,18 +236,22 @@ fn derive(body: &[u8], uid: &str, scorers: &dyn ScorerSelect) -> Result<Fastpath
         s.insert("msg".into(), Value::from(format!("scorer error: {e}")));
         s
     });
-    flag_wrong_date(msm, uid, &mut scores).map_err(|e| fail(e.0))?;
+    flag_wrong_date(msm.get("measurement_start_time"), uid, &mut scores).map_err(|e| fail(e.0))?;
     let fl = flags(&scores).map_err(|e| fail(e.0))?;
 
-    let test_version = str_or(msm_value, "test_version", "")?;
-    let test_runtime = match g_or(msm_value, "test_runtime").map_err(|e| fail(e.to_string()))? {
+    let test_version = str_or(msm.get("test_version"), "test_version", "")?;
+    let test_runtime = match msm.get_non_null("test_runtime") {
         None => 0.0,
         Some(Value::Number(n)) => n.as_f64().unwrap_or(0.0),
         Some(Value::Bool(b)) => f64::from(u8::from(*b)),
         Some(v) => return Err(fail(format!("test_runtime is a {}, not a number", kind(v)))),
     };
     let helper = |key: &str| -> Result<String, Dropped> {
-        match g(msm_value, &["test_helpers", "backend", key]) {
+        let found = match msm.get_non_null("test_helpers") {
+            None => Ok(None),
+            Some(helpers) => g(helpers, &["backend", key]),
+        };
+        match found {
             Err(_) | Ok(None) => Ok(String::new()),
             Ok(Some(Value::String(s))) => Ok(s.clone()),
             Ok(Some(v)) => Err(fail(format!("test_helpers.backend.{key} is a {}", kind(v)))),
@@ -266,10 +264,10 @@ fn derive(body: &[u8], uid: &str, scorers: &dyn ScorerSelect) -> Result<Fastpath
         .get("annotations")
         .filter(|a| a.is_object())
         .unwrap_or(&empty);
-    let platform = str_or(annotations, "platform", "unset")?;
-    let architecture = str_or(annotations, "architecture", "")?;
-    let engine_name = str_or(annotations, "engine_name", "")?;
-    let engine_version = str_or(annotations, "engine_version", "")?;
+    let platform = str_or(annotations.get("platform"), "platform", "unset")?;
+    let architecture = str_or(annotations.get("architecture"), "architecture", "")?;
+    let engine_name = str_or(annotations.get("engine_name"), "engine_name", "")?;
+    let engine_version = str_or(annotations.get("engine_version"), "engine_version", "")?;
     let scores_value = Value::Object(scores);
     let blocking_type = match g(&scores_value, &["analysis", "blocking_type"]) {
         Err(e) => return Err(fail(format!("scores: {e}"))),

@@ -861,7 +861,7 @@ mod tests {
         let s = parse(rules).unwrap();
         let json = msm.to_string();
         let whole = s.score_value(msm).map(Value::Object);
-        let cut = Scorer::score(&s, &Measurement::new(&json, Map::new()))
+        let cut = Scorer::score(&s, &Measurement::new(&json, Default::default()))
             .map(Value::Object)
             .map_err(|e| e.0);
         assert_eq!(whole, cut, "rules {rules} on {msm}");

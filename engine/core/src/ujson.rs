@@ -66,10 +66,13 @@ pub fn write_float(out: &mut String, f: f64) {
         return;
     }
     let a = f.abs();
-    if a == 0.0 || (1e-4..1e16).contains(&a) {
-        let s = format!("{f:?}");
-        out.push_str(&s);
-        if !s.contains('.') && !s.contains('e') {
+    if f == 0.0 && f.is_sign_positive() {
+        // Most scores are a plain zero.
+        out.push_str("0.0");
+    } else if a == 0.0 || (1e-4..1e16).contains(&a) {
+        let start = out.len();
+        let _ = write!(out, "{f:?}");
+        if !out[start..].contains(['.', 'e']) {
             out.push_str(".0");
         }
     } else {
@@ -85,26 +88,39 @@ pub fn write_float(out: &mut String, f: f64) {
 
 fn write_str(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '/' => out.push_str("\\/"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{08}' => out.push_str("\\b"),
-            '\u{0c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 || (c as u32) > 0x7e => {
-                let mut buf = [0u16; 2];
-                for unit in c.encode_utf16(&mut buf) {
-                    let _ = write!(out, "\\u{unit:04x}");
-                }
-            }
-            c => out.push(c),
+    // Printable ASCII but `"`, `\\` and `/` is written as it is, a run at a time.
+    let plain = |b: u8| (0x20..=0x7e).contains(&b) && !matches!(b, b'"' | b'\\' | b'/');
+    let mut s = s;
+    while let Some(first) = s.bytes().position(|b| !plain(b)) {
+        out.push_str(&s[..first]);
+        let mut rest = s[first..].chars();
+        if let Some(c) = rest.next() {
+            write_char(out, c);
         }
+        s = rest.as_str();
     }
+    out.push_str(s);
     out.push('"');
+}
+
+fn write_char(out: &mut String, c: char) {
+    match c {
+        '"' => out.push_str("\\\""),
+        '\\' => out.push_str("\\\\"),
+        '/' => out.push_str("\\/"),
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        '\u{08}' => out.push_str("\\b"),
+        '\u{0c}' => out.push_str("\\f"),
+        c if (c as u32) < 0x20 || (c as u32) > 0x7e => {
+            let mut buf = [0u16; 2];
+            for unit in c.encode_utf16(&mut buf) {
+                let _ = write!(out, "\\u{unit:04x}");
+            }
+        }
+        c => out.push(c),
+    }
 }
 
 #[cfg(test)]
@@ -118,6 +134,12 @@ mod tests {
         assert_eq!(
             dumps(&v),
             r#"{"msg":"failure: a\/b","\u00e9":"\ud83d\ude00\n"}"#
+        );
+        // Runs of plain characters between escapes, at either end or none.
+        let v = json!(["", "/", "ab\"cd\\e\u{7f}f\u{1f}", "x é y/z", "plain text"]);
+        assert_eq!(
+            dumps(&v),
+            r#"["","\/","ab\"cd\\e\u007ff\u001f","x \u00e9 y\/z","plain text"]"#
         );
     }
 
@@ -134,10 +156,10 @@ mod tests {
     #[test]
     fn floats_use_python_repr_exponents() {
         let mut s = String::new();
-        for f in [1e-5, 1e16, 0.0001, 123456.0, -0.0] {
+        for f in [1e-5, 1e16, 0.0001, 123456.0, -0.0, 0.0, 1.0, 0.25] {
             write_float(&mut s, f);
             s.push(' ');
         }
-        assert_eq!(s, "1e-05 1e+16 0.0001 123456.0 -0.0 ");
+        assert_eq!(s, "1e-05 1e+16 0.0001 123456.0 -0.0 0.0 1.0 0.25 ");
     }
 }

@@ -8,7 +8,9 @@ pub type Scores = Map<String, Value>;
 
 /// The five `blocking_*` keys at 0.0, in OONI's order.
 pub fn init_scores() -> Scores {
-    let mut s = Map::new();
+    // Room for what scorers commonly add (accuracy, extra, analysis, msg) without
+    // growing, which would rehash every key.
+    let mut s = Map::with_capacity(10);
     for k in [
         "blocking_general",
         "blocking_global",

@@ -20,7 +20,9 @@
 //! instead loops over the full path alone and prints each test's share of a pass, for
 //! `perf record` (with OONI's fingerprint set when `OONI_BENCH_SET=strict|compat`);
 //! `OONI_WASM_PERFMAP=1` names the compiled scorer functions for perf;
-//! `OONI_BENCH_STAGES=1` with `OONI_BENCH_PROFILE=web_connectivity` times its stages.
+//! `OONI_BENCH_STAGES=1` with `OONI_BENCH_PROFILE=web_connectivity` times its stages;
+//! `OONI_BENCH_PASSES=N` with `OONI_BENCH_PROFILE` makes exactly N passes, for
+//! counting instructions under callgrind where timings are too noisy.
 
 use ooni_core::{derive_row, Outcome};
 use ooni_engine::fingerprints::{FingerprintSet, Fingerprints};
@@ -165,6 +167,21 @@ fn main() -> anyhow::Result<()> {
             .filter(|(n, _)| only == "1" || n.starts_with(&format!("{only}/")))
             .cloned()
             .collect();
+        // `OONI_BENCH_PASSES=N`: exactly N passes and nothing else, for counting
+        // instructions (`valgrind --tool=callgrind`; the difference between N and 0
+        // passes is the scoring's), which the machine's load does not disturb.
+        if let Some(passes) = std::env::var("OONI_BENCH_PASSES")
+            .ok()
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            for _ in 0..passes {
+                for (_, b) in &picked {
+                    black_box(matches!(derive_row(b, uid, set.as_ref()), Outcome::Row(_)));
+                }
+            }
+            println!("{only}: {passes} passes of {} measurements", picked.len());
+            return Ok(());
+        }
         let secs = Duration::from_secs(5);
         let us = time_per_item(&picked, secs, |(_, b)| {
             black_box(matches!(derive_row(b, uid, set.as_ref()), Outcome::Row(_)));
