@@ -128,22 +128,21 @@ struct Top {
 
 /// Parses one small value (a row field) where the cursor is.
 fn small_value(cur: &mut Cursor<'_>) -> ScanResult<Value> {
+    let invalid = |offset| ScanError {
+        what: "invalid value",
+        offset,
+    };
+    // Most row fields are strings: read as keys are, without a deserializer for each.
+    if cur.peek() == Some(b'"') {
+        let start = cur.i;
+        let (raw, escaped) = cur.string()?;
+        return key_text(raw, escaped)
+            .map(|s| Value::String(s.into_owned()))
+            .ok_or(invalid(start));
+    }
     let start = cur.i;
     cur.skip_trusted()?;
-    let raw = &cur.bytes()[start..cur.i];
-    // Most row fields are strings with nothing escaped: taken as they are, without
-    // setting up a deserializer for each.
-    if let [b'"', inner @ .., b'"'] = raw {
-        if memchr::memchr(b'\\', inner).is_none() {
-            if let Ok(s) = std::str::from_utf8(inner) {
-                return Ok(Value::String(s.to_owned()));
-            }
-        }
-    }
-    serde_json::from_slice(raw).map_err(|_| ScanError {
-        what: "invalid value",
-        offset: start,
-    })
+    serde_json::from_slice(&cur.bytes()[start..cur.i]).map_err(|_| invalid(start))
 }
 
 /// The members of the object whose `{` is next that are named in `keep`, each read
@@ -220,6 +219,26 @@ fn cross_member(
     }
 }
 
+/// A member of a measurement object: a row field is read into `fields` (and given to
+/// `cut` too), any other member crossed.
+fn measurement_member(
+    fields: &mut RowFields,
+    raw: &[u8],
+    escaped: bool,
+    key: Option<&str>,
+    cur: &mut Cursor<'_>,
+    cut: Option<&mut ObjectCut<'_, '_>>,
+) -> ScanResult<()> {
+    match key.and_then(|k| Some((k, RowFields::slot(k)?))) {
+        Some((k, slot)) => {
+            let v = read_member(raw, escaped, k, cur, cut, |c| row_field(k, c))?;
+            fields.set(slot, v);
+            Ok(())
+        }
+        None => cross_member(raw, escaped, cur, cut),
+    }
+}
+
 /// The row fields of a measurement object (`None` when the value is not an object),
 /// and its cut when `cut` is given.
 fn row_fields(
@@ -233,14 +252,7 @@ fn row_fields(
     let mut picked = RowFields::default();
     cur.object(|raw, escaped, cur| {
         let key = key_text(raw, escaped);
-        match key.as_deref().and_then(|k| Some((k, RowFields::slot(k)?))) {
-            Some((k, slot)) => {
-                let v = read_member(raw, escaped, k, cur, cut.as_mut(), |c| row_field(k, c))?;
-                picked.set(slot, v);
-                Ok(())
-            }
-            None => cross_member(raw, escaped, cur, cut.as_mut()),
-        }
+        measurement_member(&mut picked, raw, escaped, key.as_deref(), cur, cut.as_mut())
     })?;
     Ok((Some(picked), cut.map(ObjectCut::finish)))
 }
@@ -339,13 +351,7 @@ fn walk_upload<'b>(
             "is_verified" => {
                 top.is_verified = Some(read_member(raw, escaped, &key, cur, cut, small_value)?)
             }
-            k => match RowFields::slot(k) {
-                Some(slot) => {
-                    let v = read_member(raw, escaped, k, cur, cut, |c| row_field(k, c))?;
-                    top.fields.set(slot, v);
-                }
-                None => cross_member(raw, escaped, cur, cut)?,
-            },
+            k => measurement_member(&mut top.fields, raw, escaped, Some(k), cur, cut)?,
         }
         Ok(())
     })
@@ -389,6 +395,16 @@ fn walk_upload<'b>(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn string_fields_are_unescaped_and_raw_control_characters_refused() {
+        let u = parse_upload(br#"{"probe_cc":"I\u0054","input":"a\/b \"c\"","test_name":"t"}"#)
+            .unwrap();
+        assert_eq!(u.measurement.fields["probe_cc"], json!("IT"));
+        assert_eq!(u.measurement.fields["input"], json!("a/b \"c\""));
+        assert!(parse_upload(b"{\"probe_cc\":\"I\tT\"}").is_err());
+        assert!(parse_upload(br#"{"probe_cc":"\ud800"}"#).is_err());
+    }
 
     #[test]
     fn envelope_fields_and_raw_content() {

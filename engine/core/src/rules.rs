@@ -815,14 +815,11 @@ impl Scorer for RuleScorer {
     fn score(&self, msm: &Measurement<'_>) -> Result<Scores, ScoreError> {
         // Cut down to what the rules read, a fraction of the measurement's bytes to
         // parse; a text that cannot be cut is parsed whole so its error is serde's.
-        let cut = match msm.cut_for(&self.reads, false) {
-            Some(text) => serde_json::from_str::<Value>(text).ok(),
-            None => self
-                .reads
-                .project(msm.json.as_bytes())
-                .ok()
-                .and_then(|text| serde_json::from_str::<Value>(&text).ok()),
+        let text = match msm.cut_for(&self.reads, false) {
+            Some(text) => Some(std::borrow::Cow::Borrowed(text)),
+            None => self.reads.project(msm.json.as_bytes()).ok().map(Into::into),
         };
+        let cut = text.and_then(|t| serde_json::from_str::<Value>(&t).ok());
         match cut {
             Some(v) => self.score_value(&v),
             None => self.score_value(msm.value().map_err(ScoreError)?),
