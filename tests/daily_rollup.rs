@@ -352,6 +352,23 @@ async fn suite(kind: Db) {
         .collect();
     assert!(!names.contains(&vec!["telegram".to_owned()]), "{names:?}");
 
+    if let Store::Sqlite(p) = &store {
+        // The writer keeps its statement journal in memory only while it writes: every
+        // pooled connection (held at once, so each is a different one) is back to the
+        // default, and the API's large sorts still spill to disk.
+        let mut held = Vec::new();
+        for _ in 0..p.size() {
+            let mut conn = p.acquire().await.unwrap();
+            let temp_store: i64 = sqlx::query_scalar("PRAGMA temp_store")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            assert_eq!(temp_store, 0, "temp_store left changed by the writer");
+            held.push(conn);
+        }
+        assert!(!held.is_empty());
+    }
+
     match store {
         Store::Sqlite(p) => p.close().await,
         Store::Postgres(p) => p.close().await,

@@ -1,7 +1,7 @@
 //! `ooni-engine serve`: wires the spool, the scoring pipeline, the store and the API,
 //! recovers what a previous run left unscored, and drains on SIGTERM / Ctrl-C.
 
-use crate::api::{router, AppState};
+use crate::api::{router, AppState, Shared};
 use crate::bodies::Bodies;
 use crate::config::Config;
 use crate::fingerprints::{FingerprintSet, Fingerprints};
@@ -154,7 +154,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         .map(|q| Arc::new(crate::api::ratelimit::Quotas::new(q)));
     let limits = cfg.server_limits();
     let connections = Arc::new(ConnectionStats::default());
-    let state = AppState {
+    let state = AppState::new(Shared {
         config: Arc::new(cfg),
         spool,
         pipeline: pipeline.clone(),
@@ -165,7 +165,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         uploader,
         quotas,
         connections: connections.clone(),
-    };
+    });
     let drain_bound = limits.shutdown_timeout;
     match crate::http::serve(
         listener,

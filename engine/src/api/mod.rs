@@ -28,8 +28,26 @@ use axum::Router;
 use error::ApiError;
 use std::sync::Arc;
 
+/// What every handler reaches, behind one reference count: axum clones the state for
+/// each request (and each middleware), and the parts' own clones (the spool's paths,
+/// a dozen reference counts) were a visible share of a small upload's time.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub config: Arc<Config>,
     pub spool: Spool,
     pub pipeline: Pipeline,
