@@ -302,3 +302,25 @@ async fn admin_routes_need_the_token() {
         .sum();
     assert_eq!(names, 21, "{s}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_plugins_dir_setting_means_bundled_only() {
+    // The README's table: `OONI_PLUGINS_DIR` empty loads the bundled plugins only.
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new(Db::Sqlite, dir.path()).await;
+    let engine = Engine::start(
+        &dir.path().join("data"),
+        &db.url,
+        &[("OONI_PLUGINS_DIR", ""), ("OONI_ADMIN_TOKEN", TOKEN)],
+    );
+    let s = admin_get(&client(), &engine, "/admin/plugins", TOKEN).await;
+    let names: usize = s["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["test_names"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(names, 21, "{s}");
+    drop(engine);
+    db.drop_db().await;
+}

@@ -149,8 +149,9 @@ struct Common {
     /// sqlite://PATH or postgres://USER@HOST/DB.
     #[arg(long, env = "OONI_DATABASE_URL")]
     database_url: Option<String>,
-    /// Directory of scorer plugins, watched for changes.
-    #[arg(long, env = "OONI_PLUGINS_DIR")]
+    /// Directory of scorer plugins, watched for changes (also `OONI_PLUGINS_DIR`,
+    /// read with the configuration, where an empty value means bundled plugins only).
+    #[arg(long)]
     plugins_dir: Option<PathBuf>,
 }
 
