@@ -294,13 +294,17 @@ async fn admin_routes_need_the_token() {
     assert_eq!(r.status(), 200);
     // Bundled plugins cover all 21 test names OONI scores.
     let s = h.admin().await;
-    let names: usize = s["plugins"]
+    assert_eq!(test_names_served(&s), 21, "{s}");
+}
+
+/// How many test names the plugins in an `/admin/plugins` answer score.
+fn test_names_served(status: &Value) -> usize {
+    status["plugins"]
         .as_array()
         .unwrap()
         .iter()
         .map(|p| p["test_names"].as_array().unwrap().len())
-        .sum();
-    assert_eq!(names, 21, "{s}");
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -314,13 +318,7 @@ async fn an_empty_plugins_dir_setting_means_bundled_only() {
         &[("OONI_PLUGINS_DIR", ""), ("OONI_ADMIN_TOKEN", TOKEN)],
     );
     let s = admin_get(&client(), &engine, "/admin/plugins", TOKEN).await;
-    let names: usize = s["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["test_names"].as_array().unwrap().len())
-        .sum();
-    assert_eq!(names, 21, "{s}");
+    assert_eq!(test_names_served(&s), 21, "{s}");
     drop(engine);
     db.drop_db().await;
 }
