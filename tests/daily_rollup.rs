@@ -354,10 +354,11 @@ async fn suite(kind: Db) {
 
     if let Store::Sqlite(p) = &store {
         // The writer keeps its statement journal in memory only while it writes: every
-        // pooled connection (held at once, so each is a different one) is back to the
-        // default, and the API's large sorts still spill to disk.
+        // pooled connection (all the pool may hold, taken at once, so each is a
+        // different one and none is still on its way back) is back to the default, and
+        // the API's large sorts still spill to disk.
         let mut held = Vec::new();
-        for _ in 0..p.size() {
+        for _ in 0..p.options().get_max_connections() {
             let mut conn = p.acquire().await.unwrap();
             let temp_store: i64 = sqlx::query_scalar("PRAGMA temp_store")
                 .fetch_one(&mut *conn)

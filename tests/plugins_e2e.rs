@@ -309,16 +309,44 @@ fn test_names_served(status: &Value) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_plugins_dir_setting_means_bundled_only() {
-    // The README's table: `OONI_PLUGINS_DIR` empty loads the bundled plugins only.
+    // The README's table: `OONI_PLUGINS_DIR` empty loads the bundled plugins only, even
+    // where the configuration file names a directory (the environment overrides it).
     let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::write(plugins.join("dnscheck-demo.toml"), rule_plugin("1", 0.5)).unwrap();
+    let config = dir.path().join("engine.toml");
+    std::fs::write(
+        &config,
+        format!("plugins_dir = {:?}\n", plugins.to_str().unwrap()),
+    )
+    .unwrap();
     let db = TestDb::new(Db::Sqlite, dir.path()).await;
-    let engine = Engine::start(
-        &dir.path().join("data"),
-        &db.url,
-        &[("OONI_PLUGINS_DIR", ""), ("OONI_ADMIN_TOKEN", TOKEN)],
-    );
-    let s = admin_get(&client(), &engine, "/admin/plugins", TOKEN).await;
-    assert_eq!(test_names_served(&s), 21, "{s}");
-    drop(engine);
+    let names = |s: &Value| -> Vec<String> {
+        s["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    for (plugins_env, demo_served) in [(None, true), (Some(""), false)] {
+        let mut env = vec![
+            ("OONI_CONFIG", config.to_str().unwrap()),
+            ("OONI_ADMIN_TOKEN", TOKEN),
+        ];
+        env.extend(plugins_env.map(|v| ("OONI_PLUGINS_DIR", v)));
+        let engine = Engine::start(&dir.path().join("data"), &db.url, &env);
+        let s = admin_get(&client(), &engine, "/admin/plugins", TOKEN).await;
+        assert_eq!(
+            names(&s).contains(&"dnscheck-demo".to_owned()),
+            demo_served,
+            "OONI_PLUGINS_DIR={plugins_env:?}: {s}"
+        );
+        if !demo_served {
+            assert_eq!(test_names_served(&s), 21, "{s}");
+        }
+        drop(engine);
+    }
     db.drop_db().await;
 }

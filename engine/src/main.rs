@@ -150,7 +150,8 @@ struct Common {
     #[arg(long, env = "OONI_DATABASE_URL")]
     database_url: Option<String>,
     /// Directory of scorer plugins, watched for changes (also `OONI_PLUGINS_DIR`,
-    /// read with the configuration, where an empty value means bundled plugins only).
+    /// read with the configuration, where an empty value means bundled plugins only;
+    /// clap refuses an empty flag).
     #[arg(long)]
     plugins_dir: Option<PathBuf>,
 }

@@ -328,9 +328,10 @@ impl Store {
                 // A multi-row upsert whose triggers write the rollups keeps a statement
                 // journal of every page it touches; past 64 KiB SQLite spills it to a
                 // temporary file, which cost a fifth of the writer's CPU and a third of
-                // its page writes. In memory it is bounded by the batch (about 15 pages
-                // a row). Only the writing connection keeps temporaries in memory, and
-                // only while it writes: the API's large sorts still spill to disk.
+                // its page writes. In memory it is bounded by one statement (about 15
+                // pages a row, 500 rows: 30 MB at worst). Only the writing connection
+                // keeps temporaries in memory, and only while it writes: the API's large
+                // sorts still spill to disk.
                 let mut conn = p.acquire().await?;
                 sqlx::query("PRAGMA temp_store = MEMORY")
                     .execute(&mut *conn)
@@ -343,6 +344,10 @@ impl Store {
                 let reset = sqlx::query("PRAGMA temp_store = DEFAULT")
                     .execute(&mut *conn)
                     .await;
+                if reset.is_err() {
+                    // Never hand the API a connection that keeps its sorts in memory.
+                    conn.close_on_drop();
+                }
                 written?;
                 reset?;
             }
