@@ -178,6 +178,7 @@ async fn a_plugin_failing_on_every_call_fails_only_its_own_measurements() {
             dir: None,
             limits: Limits::default(),
             bundled: true,
+            cache_dir: None,
         },
         Fingerprints::new(FingerprintSet::empty()),
     )

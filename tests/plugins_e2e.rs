@@ -350,3 +350,82 @@ async fn an_empty_plugins_dir_setting_means_bundled_only() {
     }
     db.drop_db().await;
 }
+
+/// The compiled-plugin cache's entries: file name → inode (a compile writes a new file
+/// and renames it into place, so a reused entry keeps its inode).
+fn cache_entries(dir: &Path) -> std::collections::BTreeMap<String, u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| {
+            let ino = e.metadata().unwrap().ino();
+            (e.file_name().to_string_lossy().into_owned(), ino)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_reads_the_compiled_plugins_back() {
+    // With the README's default, compiled scorers are kept in `{data_dir}/plugin-cache`.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cache = data.join("plugin-cache");
+    let db = TestDb::new(Db::Sqlite, dir.path()).await;
+    let env = [
+        ("OONI_PLUGIN_CACHE_DIR", ""),
+        ("OONI_PLUGINS_DIR", ""),
+        ("OONI_ADMIN_TOKEN", TOKEN),
+    ];
+    let engine = Engine::start(&data, &db.url, &env);
+    let first = admin_get(&client(), &engine, "/admin/plugins", TOKEN).await;
+    drop(engine);
+    let wasm = first["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"] == "wasm")
+        .count();
+    assert!(wasm >= 10, "{first}");
+    let entries = cache_entries(&cache);
+    assert_eq!(
+        entries.len(),
+        wasm,
+        "one entry per wasm plugin: {entries:?}"
+    );
+    // An entry no plugin uses any more (a plugin since replaced) is removed at start.
+    std::fs::write(cache.join(format!("{}.cwasm", "0".repeat(64))), "stale").unwrap();
+
+    let engine = Engine::start(&data, &db.url, &env);
+    let again = admin_get(&client(), &engine, "/admin/plugins", TOKEN).await;
+    assert_eq!(again["plugins"], first["plugins"]);
+    assert_eq!(
+        cache_entries(&cache),
+        entries,
+        "the restart compiled nothing and pruned the stale entry"
+    );
+    // The modules read back score: a telegram measurement gets the bundled scorer's row.
+    let msm = corpus_measurements()
+        .into_iter()
+        .find(|(rel, _)| rel.starts_with("telegram/"))
+        .unwrap()
+        .1;
+    let c = client();
+    let uid = submit_measurement(&c, &engine, &msm).await;
+    let store = db.store().await;
+    let rows = rows_by_uid(&store, std::slice::from_ref(&uid), Duration::from_secs(30)).await;
+    let telegram = first["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| {
+            p["test_names"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("telegram"))
+        })
+        .unwrap();
+    assert_eq!(rows[&uid].scorer_name, telegram["name"].as_str().unwrap());
+    drop(engine);
+    db.drop_db().await;
+}

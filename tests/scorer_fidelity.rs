@@ -32,6 +32,7 @@ fn corpus_mismatches(fingerprints: std::sync::Arc<Fingerprints>) -> Vec<String> 
             dir: Some(plugins_dir),
             limits: Limits::default(),
             bundled: true,
+            cache_dir: None,
         },
         fingerprints,
     )

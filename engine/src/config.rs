@@ -60,6 +60,10 @@ pub struct Config {
     /// Directory of scorer plugins (`*.wasm`, `*.wat`, `*.toml`), watched for changes;
     /// they override the bundled ones. Empty: bundled plugins only.
     pub plugins_dir: PathBuf,
+    /// Where compiled WebAssembly scorers are kept between starts, so a restart does
+    /// not compile them again; empty means `{data_dir}/plugin-cache`. It holds native
+    /// code the engine runs: only whoever may replace the binary should write to it.
+    pub plugin_cache_dir: PathBuf,
     /// Wall-clock limit of one WebAssembly scorer call, in milliseconds.
     pub plugin_timeout_ms: u64,
     /// Memory cap of one WebAssembly scorer instance, in MiB.
@@ -142,6 +146,7 @@ impl Default for Config {
             db_batch_wait_ms: 20,
             log_format: LogFormat::Text,
             plugins_dir: PathBuf::from("plugins"),
+            plugin_cache_dir: PathBuf::new(),
             plugin_timeout_ms: 1000,
             plugin_memory_mb: 256,
             admin_token: String::new(),
@@ -239,6 +244,7 @@ impl Config {
         env_parse("OONI_DB_BATCH_ROWS", &mut cfg.db_batch_rows)?;
         env_parse("OONI_DB_BATCH_WAIT_MS", &mut cfg.db_batch_wait_ms)?;
         env_parse("OONI_PLUGINS_DIR", &mut cfg.plugins_dir)?;
+        env_parse("OONI_PLUGIN_CACHE_DIR", &mut cfg.plugin_cache_dir)?;
         env_parse("OONI_PLUGIN_TIMEOUT_MS", &mut cfg.plugin_timeout_ms)?;
         env_parse("OONI_PLUGIN_MEMORY_MB", &mut cfg.plugin_memory_mb)?;
         env_parse("OONI_ADMIN_TOKEN", &mut cfg.admin_token)?;
@@ -361,6 +367,14 @@ impl Config {
             var: "fingerprint_mode (OONI_FINGERPRINT_MODE)",
             value: self.fingerprint_mode.clone(),
         })
+    }
+
+    pub fn plugin_cache_dir(&self) -> PathBuf {
+        if self.plugin_cache_dir.as_os_str().is_empty() {
+            self.data_dir.join("plugin-cache")
+        } else {
+            self.plugin_cache_dir.clone()
+        }
     }
 
     pub fn plugins_dir(&self) -> Option<PathBuf> {

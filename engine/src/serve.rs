@@ -64,6 +64,7 @@ pub fn open_registry(
             dir,
             limits: cfg.plugin_limits(),
             bundled: true,
+            cache_dir: Some(cfg.plugin_cache_dir()),
         },
         fingerprints,
     )

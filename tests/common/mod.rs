@@ -117,6 +117,12 @@ impl TestDb {
     }
 }
 
+/// One compiled-plugin cache for every engine the tests start, so that only the first
+/// pays for compiling the bundled scorers (a test of the cache itself passes its own).
+pub fn shared_plugin_cache() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache")
+}
+
 /// A running engine process; killed when dropped.
 pub struct Engine {
     pub child: Child,
@@ -144,6 +150,7 @@ impl Engine {
             .arg(data_dir)
             .args(["--database-url", db_url])
             .env("RUST_LOG", "warn")
+            .env("OONI_PLUGIN_CACHE_DIR", shared_plugin_cache())
             .stdout(Stdio::piped())
             .stderr(match log {
                 Some(p) => Stdio::from(std::fs::File::create(p).expect("log file")),
@@ -342,7 +349,8 @@ pub fn run_cli(
         .arg("--data-dir")
         .arg(data_dir)
         .args(["--database-url", db_url])
-        .env("RUST_LOG", "warn");
+        .env("RUST_LOG", "warn")
+        .env("OONI_PLUGIN_CACHE_DIR", shared_plugin_cache());
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -2,6 +2,7 @@
 //! catch-up scan that scores any spooled measurement without a row (at start, and
 //! whenever the in-memory queue overflowed).
 
+pub mod module_cache;
 pub mod registry;
 pub mod wasm;
 

@@ -125,6 +125,9 @@ pub struct RegistryOptions {
     pub dir: Option<PathBuf>,
     pub limits: Limits,
     pub bundled: bool,
+    /// Where compiled WebAssembly modules are kept between starts; `None`: compile
+    /// every module at every start.
+    pub cache_dir: Option<PathBuf>,
 }
 
 pub struct Registry {
@@ -206,7 +209,10 @@ impl Registry {
         opts: RegistryOptions,
         fingerprints: Arc<Fingerprints>,
     ) -> anyhow::Result<Arc<Registry>> {
-        let rt = WasmRuntime::new()?;
+        let rt = match &opts.cache_dir {
+            Some(dir) => WasmRuntime::with_cache(dir)?,
+            None => WasmRuntime::new()?,
+        };
         let mut bundled = Vec::new();
         if opts.bundled {
             for (name, bytes) in bundled::BUNDLED {
@@ -233,6 +239,12 @@ impl Registry {
             generation: AtomicU64::new(0),
         });
         reg.reload();
+        if let Some(cache) = reg.rt.cache() {
+            let (compiled, reused) = cache.counts();
+            // Entries of plugins since replaced would otherwise pile up release after release.
+            let pruned = cache.prune();
+            tracing::info!(compiled, from_cache = reused, pruned, dir = %cache.dir().display(), "scorer modules loaded");
+        }
         Ok(reg)
     }
 

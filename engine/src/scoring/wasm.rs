@@ -5,12 +5,14 @@
 //! timed out or answered garbage is dropped and replaced. Every call runs under an
 //! epoch deadline and a memory cap.
 
+use super::module_cache::ModuleCache;
 use crate::fingerprints::{FingerprintSet, Fingerprints};
 use ooni_core::scores::{CutPlan, ScoreError, Scorer, ScorerInfo, Scores};
 use ooni_core::Measurement;
 use ooni_scorer_sdk::projection::Reads;
 use ooni_scorer_sdk::Host;
 use serde_json::Value;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thiserror::Error;
@@ -61,10 +63,42 @@ impl Default for Limits {
 #[derive(Clone)]
 pub struct WasmRuntime {
     engine: Engine,
+    cache: Option<Arc<ModuleCache>>,
 }
 
 impl WasmRuntime {
+    /// A runtime that compiles every module it loads.
     pub fn new() -> Result<WasmRuntime, LoadError> {
+        Self::build(None)
+    }
+
+    /// A runtime that keeps compiled modules in `dir` (created if missing) and reads
+    /// them back instead of compiling. A directory that cannot be created costs
+    /// compiles and a warning, not the runtime.
+    pub fn with_cache(dir: &Path) -> Result<WasmRuntime, LoadError> {
+        let cache = match ModuleCache::open(dir) {
+            Ok(c) => Some(Arc::new(c)),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot open the compiled-plugin cache; every start compiles the plugins");
+                None
+            }
+        };
+        Self::build(cache)
+    }
+
+    pub fn cache(&self) -> Option<&ModuleCache> {
+        self.cache.as_deref()
+    }
+
+    fn module(&self, bytes: &[u8]) -> Result<Module, LoadError> {
+        let compiled = match &self.cache {
+            Some(cache) => cache.module(&self.engine, bytes).map(|(m, _)| m),
+            None => Module::new(&self.engine, bytes),
+        };
+        compiled.map_err(|e| LoadError::Compile(format!("{e:#}")))
+    }
+
+    fn build(cache: Option<Arc<ModuleCache>>) -> Result<WasmRuntime, LoadError> {
         let mut cfg = Config::new();
         cfg.epoch_interruption(true);
         cfg.cranelift_opt_level(wasmtime::OptLevel::Speed);
@@ -84,7 +118,7 @@ impl WasmRuntime {
                 }
             })
             .map_err(|e| LoadError::Compile(e.to_string()))?;
-        Ok(WasmRuntime { engine })
+        Ok(WasmRuntime { engine, cache })
     }
 }
 
@@ -219,8 +253,7 @@ impl WasmScorer {
         limits: Limits,
         fingerprints: Arc<Fingerprints>,
     ) -> Result<WasmScorer, LoadError> {
-        let module =
-            Module::new(&rt.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let module = rt.module(bytes)?;
         let bad: Vec<String> = module
             .imports()
             .filter(|i| !(i.module() == "ooni" && matches!(i.name(), "log" | "match_fingerprints")))

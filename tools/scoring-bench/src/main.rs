@@ -130,6 +130,7 @@ fn main() -> anyhow::Result<()> {
             dir: None,
             limits: Limits::default(),
             bundled: true,
+            cache_dir: None,
         },
         fingerprints.clone(),
     )?;
@@ -471,6 +472,7 @@ fn fingerprint_bench(
                 dir: None,
                 limits: Limits::default(),
                 bundled: true,
+                cache_dir: None,
             },
             Fingerprints::new(set),
         )?;
