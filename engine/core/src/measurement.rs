@@ -257,13 +257,21 @@ fn row_fields(
     Ok((Some(picked), cut.map(ObjectCut::finish)))
 }
 
-/// Where the top-level `test_name` most likely is, read without a walk: the key
-/// searched for from the end (it follows `test_keys`, most of the bytes). Only a
-/// hint for which scorer's cut to make in the first walk: a wrong one costs time.
+/// Where the top-level `test_name` most likely is, read without a walk. Probes put it
+/// after `test_keys` (most of the bytes), so it is looked for in the last few KB from
+/// the end; texts that sort their keys (OONI's older pipeline, Explorer's downloads) have
+/// it in the first few KB; only then is the whole text searched backwards. Only a hint
+/// for which scorer's cut to make in the first walk: a wrong one costs time.
 pub fn peek_test_name(body: &[u8]) -> Option<Cow<'_, str>> {
-    let at = memchr::memmem::rfind(body, b"\"test_name\"")?;
+    const KEY: &[u8] = b"\"test_name\"";
+    const WINDOW: usize = 4096;
+    let tail = body.len().saturating_sub(WINDOW);
+    let at = memchr::memmem::rfind(&body[tail..], KEY)
+        .map(|i| tail + i)
+        .or_else(|| memchr::memmem::find(&body[..WINDOW.min(body.len())], KEY))
+        .or_else(|| memchr::memmem::rfind(&body[..tail], KEY))?;
     let mut cur = Cursor::new(body);
-    cur.i = at + b"\"test_name\"".len();
+    cur.i = at + KEY.len();
     cur.expect(b':', "").ok()?;
     if cur.peek() != Some(b'"') {
         return None;
@@ -523,6 +531,14 @@ mod tests {
             peek_test_name(br#"{"test_name":"t\u0063p","x":"\"test_name\":1"}"#).as_deref(),
             Some("tcp")
         );
+        // Keys in sorted order: the name is near the start, a nested one in the middle.
+        let pad = "x".repeat(5000);
+        let sorted =
+            format!(r#"{{"test_name":"tor","test_keys":{{"a":"{pad}","test_name":"inner"}},"z":"{pad}"}}"#);
+        assert_eq!(peek_test_name(sorted.as_bytes()).as_deref(), Some("tor"));
+        // Neither window holds it: the whole text is searched from the end.
+        let middle = format!(r#"{{"a":"{pad}","test_name":"dash","z":"{pad}"}}"#);
+        assert_eq!(peek_test_name(middle.as_bytes()).as_deref(), Some("dash"));
         assert_eq!(peek_test_name(br#"{"test_name":5}"#), None);
         assert_eq!(peek_test_name(br#"{"x":1}"#), None);
         assert_eq!(peek_test_name(br#"{"test_name""#), None);

@@ -38,17 +38,21 @@ pub struct Cursor<'a> {
 const LO: u64 = 0x0101_0101_0101_0101;
 const HI: u64 = 0x8080_8080_8080_8080;
 
+/// Bytes of `w` equal to `byte` get their high bit set (SWAR, exact for every byte).
+#[inline(always)]
+fn eq_mask(w: u64, byte: u8) -> u64 {
+    let x = w ^ (LO * byte as u64);
+    // x == 0 exactly when ((x & 0x7f) + 0x7f) has no high bit and x has none either.
+    !(((x & !HI).wrapping_add(!HI)) | x) & HI
+}
+
 /// Bytes of `w` that are `"`, `\` or below 0x20 get their high bit set (SWAR; exact
 /// for every byte, so the first flagged byte is the first such byte).
 #[inline(always)]
 fn specials(w: u64) -> u64 {
-    let q = w ^ (LO * b'"' as u64);
-    let s = w ^ (LO * b'\\' as u64);
-    // x == 0 exactly when ((x & 0x7f) + 0x7f) has no high bit and x has none either.
-    let zero = |x: u64| !(((x & !HI).wrapping_add(!HI)) | x) & HI;
     // x < 0x20 exactly when ((x & 0x7f) + 0x60) has no high bit and x has none either.
     let ctl = !(((w & !HI).wrapping_add(LO * 0x60)) | w) & HI;
-    zero(q) | zero(s) | ctl
+    eq_mask(w, b'"') | eq_mask(w, b'\\') | ctl
 }
 
 impl<'a> Cursor<'a> {
@@ -578,8 +582,12 @@ fn hex4(b: &[u8], at: usize) -> Option<u32> {
 
 /// The text of a string token (its quotes included) of a valid JSON text, unescaped
 /// into `out` as serde_json reads it; `false` when it is not such a token or holds
-/// an escape serde_json refuses (a lone surrogate). Runs between backslashes are
-/// copied whole: an HTML page escapes a byte in ten, a base64 one hardly any.
+/// an escape serde_json refuses (a lone surrogate).
+///
+/// An HTML page escapes about one byte in ten, so the runs between backslashes are
+/// short: they are copied eight bytes at a time into a buffer sized to the input
+/// (unescaping never lengthens a text, so the write position never passes the read
+/// position), the bytes past a run's end being overwritten by what follows.
 pub fn unescape_into(token: &[u8], out: &mut Vec<u8>) -> bool {
     let Some(inner) = token
         .strip_prefix(b"\"")
@@ -587,15 +595,34 @@ pub fn unescape_into(token: &[u8], out: &mut Vec<u8>) -> bool {
     else {
         return false;
     };
+    let n = inner.len();
     out.clear();
-    out.reserve(inner.len());
-    let mut i = 0;
-    while i < inner.len() {
-        let run_end = memchr::memchr(b'\\', &inner[i..]).map_or(inner.len(), |p| i + p);
-        out.extend_from_slice(&inner[i..run_end]);
-        i = run_end;
-        if i == inner.len() {
-            break;
+    out.resize(n, 0);
+    let (mut i, mut o) = (0, 0);
+    while i < n {
+        // The run up to the next backslash.
+        let mut found = false;
+        while i + 8 <= n {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&inner[i..i + 8]);
+            out[o..o + 8].copy_from_slice(&w);
+            let m = eq_mask(u64::from_le_bytes(w), b'\\');
+            if m != 0 {
+                let k = (m.trailing_zeros() / 8) as usize;
+                (i, o) = (i + k, o + k);
+                found = true;
+                break;
+            }
+            (i, o) = (i + 8, o + 8);
+        }
+        if !found {
+            while i < n && inner[i] != b'\\' {
+                out[o] = inner[i];
+                (i, o) = (i + 1, o + 1);
+            }
+            if i == n {
+                break;
+            }
         }
         let plain = match inner.get(i + 1) {
             Some(b'"') => b'"',
@@ -628,15 +655,17 @@ pub fn unescape_into(token: &[u8], out: &mut Vec<u8>) -> bool {
                 let Some(ch) = char::from_u32(code) else {
                     return false;
                 };
-                out.extend_from_slice(ch.encode_utf8(&mut [0; 4]).as_bytes());
-                i += len;
+                let utf8 = ch.len_utf8();
+                ch.encode_utf8(&mut out[o..o + utf8]);
+                (i, o) = (i + len, o + utf8);
                 continue;
             }
             _ => return false,
         };
-        out.push(plain);
-        i += 2;
+        out[o] = plain;
+        (i, o) = (i + 2, o + 1);
     }
+    out.truncate(o);
     true
 }
 
@@ -824,6 +853,21 @@ mod tests {
             let want: String = serde_json::from_str(c).unwrap();
             assert!(unescape_into(c.as_bytes(), &mut out), "{c}");
             assert_eq!(out, want.as_bytes(), "{c}");
+        }
+        // Every escape at every offset around the eight-byte words, runs of every length.
+        for esc in [r#"\""#, r"\n", r"\u00e9", r"\ud83d\ude00", r"\\"] {
+            for before in 0..20 {
+                for after in 0..12 {
+                    let text = format!(
+                        "\"{}{esc}{}{esc}\"",
+                        "abcdefghijklmnopqrs"[..before].to_owned(),
+                        "é-xyz<p>/ k".chars().take(after).collect::<String>()
+                    );
+                    let want: String = serde_json::from_str(&text).unwrap();
+                    assert!(unescape_into(text.as_bytes(), &mut out), "{text}");
+                    assert_eq!(out, want.as_bytes(), "{text}");
+                }
+            }
         }
         let long = format!("\"{}\"", "ab\\\"cd\\u0041".repeat(500));
         let want: String = serde_json::from_str(&long).unwrap();
