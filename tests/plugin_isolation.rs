@@ -144,4 +144,35 @@ fn modules_that_do_not_fit_the_abi_are_refused_with_a_reason() {
     );
     let e = load(&rt, &no_names).err().unwrap();
     assert!(e.contains("test_names"), "{e}");
+    for (meta, want) in [
+        (
+            r#"{"abi":1,"name":"k","version":"1","test_names":["c"],"unread":"drop"}"#,
+            "`unread` needs `reads`",
+        ),
+        (
+            r#"{"abi":1,"name":"k","version":"1","test_names":["c"],"reads":[],"unread":5}"#,
+            "`unread` must be",
+        ),
+    ] {
+        let e = load(&rt, &with_meta(meta)).err().unwrap();
+        assert!(e.contains(want), "{meta}: {e}");
+    }
+    let dropping = r#"{"name":"k","version":"1","test_names":["c"],"reads":[],"unread":"drop"}"#;
+    assert!(load(&rt, &with_meta(dropping)).is_ok());
+}
+
+/// The reference module with another `ooni_meta` answer, padded with spaces to the
+/// 76 bytes its code returns.
+fn with_meta(json: &str) -> String {
+    const LEN: usize = 76;
+    let original =
+        r#"{"abi":1,"name":"constant","version":"1.0.0","test_names":["constant_test"]}"#;
+    assert_eq!(original.len(), LEN);
+    let json = json.trim_end_matches('}');
+    assert!(json.len() < LEN, "{json}");
+    let padded = format!("{json}{}}}", " ".repeat(LEN - 1 - json.len()));
+    let escape = |t: &str| t.replace('"', "\\\"");
+    let wat = constant_wat();
+    assert!(wat.contains(&escape(original)));
+    wat.replace(&escape(original), &escape(&padded))
 }

@@ -533,8 +533,9 @@ mod tests {
         );
         // Keys in sorted order: the name is near the start, a nested one in the middle.
         let pad = "x".repeat(5000);
-        let sorted =
-            format!(r#"{{"test_name":"tor","test_keys":{{"a":"{pad}","test_name":"inner"}},"z":"{pad}"}}"#);
+        let sorted = format!(
+            r#"{{"test_name":"tor","test_keys":{{"a":"{pad}","test_name":"inner"}},"z":"{pad}"}}"#
+        );
         assert_eq!(peek_test_name(sorted.as_bytes()).as_deref(), Some("tor"));
         // Neither window holds it: the whole text is searched from the end.
         let middle = format!(r#"{{"a":"{pad}","test_name":"dash","z":"{pad}"}}"#);

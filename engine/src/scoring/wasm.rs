@@ -344,17 +344,33 @@ impl WasmScorer {
                 Some(_) => Err(bad()),
             }
         };
+        let drop_unread = match meta.get("unread") {
+            None | Some(Value::Null) => false,
+            Some(Value::String(s)) if s == "null" => false,
+            Some(Value::String(s)) if s == "drop" => true,
+            Some(_) => {
+                return Err(LoadError::Meta(
+                    "`unread` must be \"null\" or \"drop\"".into(),
+                ))
+            }
+        };
         scorer.reads = match (paths("reads")?, paths("bodies")?) {
+            (None, None) if drop_unread => {
+                return Err(LoadError::Meta("`unread` needs `reads`".into()));
+            }
             (None, None) => None,
             (None, Some(_)) => {
                 return Err(LoadError::Meta("`bodies` needs `reads`".into()));
             }
             (Some(reads), bodies) => {
                 scorer.bodies = bodies.is_some();
-                Some(
-                    Reads::with_bodies(&reads, &bodies.unwrap_or_default())
-                        .map_err(LoadError::Meta)?,
-                )
+                let reads = Reads::with_bodies(&reads, &bodies.unwrap_or_default())
+                    .map_err(LoadError::Meta)?;
+                Some(if drop_unread {
+                    reads.dropping_unread()
+                } else {
+                    reads
+                })
             }
         };
         live.store.data_mut().plugin = Arc::from(scorer.info.name.as_str());

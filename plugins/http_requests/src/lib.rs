@@ -24,6 +24,7 @@ impl Scorer for HttpRequests {
             "test_keys.requests.response.headers",
         ],
         bodies: &["test_keys.requests.response.body"],
+        drops_unread: false,
     };
 
     fn score(msm: &Value, host: &dyn Host) -> Result<Scores, String> {

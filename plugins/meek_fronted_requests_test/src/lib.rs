@@ -16,6 +16,7 @@ impl Scorer for Meek {
             "test_keys.requests.response.headers",
         ],
         bodies: &[],
+        drops_unread: false,
     };
 
     fn score(msm: &Value, _host: &dyn Host) -> Result<Scores, String> {

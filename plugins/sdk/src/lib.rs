@@ -47,6 +47,11 @@ pub struct Info {
     /// it cuts the measurement down and sends their matches instead of the bodies
     /// (`matching::matched_body`), so a page's bytes are never copied into the module.
     pub bodies: &'static [&'static str],
+    /// Unread members are left out of the objects the reads go into, instead of sent
+    /// as `null` (`projection::Reads::dropping_unread`): a smaller text to parse, for a
+    /// scorer that never asks whether a key it does not read is present.
+    /// `testing::score_as_sent` checks the scores do not change.
+    pub drops_unread: bool,
 }
 
 /// Scoring as the engine does it, for a plugin's own tests.
@@ -60,7 +65,11 @@ pub mod testing {
         if S::INFO.reads.is_empty() {
             return whole;
         }
-        let reads = Reads::with_bodies(S::INFO.reads, S::INFO.bodies).expect("read paths compile");
+        let mut reads =
+            Reads::with_bodies(S::INFO.reads, S::INFO.bodies).expect("read paths compile");
+        if S::INFO.drops_unread {
+            reads = reads.dropping_unread();
+        }
         let hook = |raw: &[u8]| crate::matching::matched_body(raw, host);
         let text = reads
             .project_with(msm.to_string().as_bytes(), Some(&hook))

@@ -11,6 +11,11 @@
 //! crossed without naming them: `test_keys.requests.response.body` reads the body of
 //! every request. A segment `*` matches any key, `*suffix` any key ending in `suffix`.
 //! A path names a whole value: everything under it is kept verbatim.
+//!
+//! A scorer that never asks whether an unread key is present can have unread members
+//! left out instead of sent as `null` (`Reads::dropping_unread`; `Info::drops_unread`),
+//! in every object the paths go into. Objects read only for their shape
+//! (`Read::Shape`) keep their keys either way.
 
 use crate::jsonscan::{key_text, Cursor, Result as ScanResult};
 use std::borrow::Cow;
@@ -105,6 +110,8 @@ impl Node {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reads {
     root: Node,
+    /// Unread members are left out rather than sent as `null`.
+    drop_unread: bool,
 }
 
 impl Reads {
@@ -140,7 +147,21 @@ impl Reads {
                 .collect::<Result<Vec<_>, _>>()?;
             root.insert(segments, how);
         }
-        Ok(Reads { root })
+        Ok(Reads {
+            root,
+            drop_unread: false,
+        })
+    }
+
+    /// The same reads, leaving unread members out of the objects the paths go into
+    /// instead of keeping their keys with `null` values.
+    pub fn dropping_unread(mut self) -> Reads {
+        self.drop_unread = true;
+        self
+    }
+
+    pub fn drops_unread(&self) -> bool {
+        self.drop_unread
     }
 
     /// Compiles paths given as literal keys (a `*` in a key is just a character), each
@@ -155,7 +176,10 @@ impl Reads {
                 .collect();
             root.insert(segments, *how);
         }
-        Reads { root }
+        Reads {
+            root,
+            drop_unread: false,
+        }
     }
 
     /// Whether a first walk can cut an object member by member for these reads (not
@@ -177,7 +201,11 @@ impl Reads {
         let mut cur = Cursor::new(json);
         let mut out = Vec::with_capacity(json.len().min(4096));
         cur.ws();
-        value(&self.root, &mut cur, &mut out, body)?;
+        let cut = Cut {
+            hook: body,
+            drop_unread: self.drop_unread,
+        };
+        value(&self.root, &mut cur, &mut out, cut)?;
         cur.end()?;
         // Only whole UTF-8 sequences between tokens were copied.
         Ok(String::from_utf8(out).unwrap_or_default())
@@ -187,18 +215,20 @@ impl Reads {
 /// Gives the text to send instead of a body value, or `None` to send it as it is.
 pub type BodyHook<'h> = &'h dyn Fn(&[u8]) -> Option<String>;
 
-fn value(
-    node: &Node,
-    cur: &mut Cursor<'_>,
-    out: &mut Vec<u8>,
-    hook: Option<BodyHook<'_>>,
-) -> ScanResult<()> {
+/// How values are cut, the same all the way down.
+#[derive(Clone, Copy)]
+struct Cut<'h> {
+    hook: Option<BodyHook<'h>>,
+    drop_unread: bool,
+}
+
+fn value(node: &Node, cur: &mut Cursor<'_>, out: &mut Vec<u8>, cut: Cut<'_>) -> ScanResult<()> {
     let b = cur.bytes();
     let start = cur.i;
     if node.whole {
         cur.skip_trusted()?;
         let raw = &b[start..cur.i];
-        match hook.filter(|_| node.body).and_then(|h| h(raw)) {
+        match cut.hook.filter(|_| node.body).and_then(|h| h(raw)) {
             Some(text) => out.extend_from_slice(text.as_bytes()),
             None => out.extend_from_slice(raw),
         }
@@ -208,17 +238,7 @@ fn value(
         Some(b'{') => {
             out.push(b'{');
             let mut first = true;
-            cur.object(|raw, escaped, cur| {
-                member(
-                    node,
-                    raw,
-                    escaped,
-                    cur,
-                    out,
-                    hook,
-                    std::mem::take(&mut first),
-                )
-            })?;
+            cur.object(|raw, escaped, cur| member(node, raw, escaped, cur, out, cut, &mut first))?;
             out.push(b'}');
         }
         Some(b'[') => {
@@ -229,7 +249,7 @@ fn value(
                     out.push(b',');
                 }
                 first = false;
-                value(node, cur, out, hook)
+                value(node, cur, out, cut)
             })?;
             out.push(b']');
         }
@@ -244,24 +264,24 @@ fn value(
 }
 
 /// One member of an object on `node`, its key just read and its value next: written
-/// as the key and the value's cut, and crossed.
+/// as the key and the value's cut (or left out, when unread and unread members are
+/// dropped), and crossed. `first`: no member of the object has been written yet.
 fn member(
     node: &Node,
     raw: &[u8],
     escaped: bool,
     cur: &mut Cursor<'_>,
     out: &mut Vec<u8>,
-    hook: Option<BodyHook<'_>>,
-    first: bool,
+    cut: Cut<'_>,
+    first: &mut bool,
 ) -> ScanResult<()> {
-    if !first {
-        out.push(b',');
+    let child = key_text(raw, escaped).and_then(|k| node.child(&k));
+    if child.is_none() && drops_in(node, cut) {
+        return cur.skip_trusted();
     }
-    out.push(b'"');
-    out.extend_from_slice(raw);
-    out.extend_from_slice(b"\":");
-    match key_text(raw, escaped).and_then(|k| node.child(&k)) {
-        Some(c) => value(&c, cur, out, hook),
+    write_key(out, raw, first);
+    match child {
+        Some(c) => value(&c, cur, out, cut),
         None => {
             cur.skip_trusted()?;
             out.extend_from_slice(b"null");
@@ -270,13 +290,28 @@ fn member(
     }
 }
 
+/// Whether unread members of an object on `node` are left out: only where the paths
+/// name keys in it; an object read for its shape keeps every key.
+fn drops_in(node: &Node, cut: Cut<'_>) -> bool {
+    cut.drop_unread && !node.children.is_empty()
+}
+
+fn write_key(out: &mut Vec<u8>, raw: &[u8], first: &mut bool) {
+    if !std::mem::take(first) {
+        out.push(b',');
+    }
+    out.push(b'"');
+    out.extend_from_slice(raw);
+    out.extend_from_slice(b"\":");
+}
+
 /// The cut of an object made by a caller that walks the object itself: the engine's
 /// first walk of an upload reads the row's fields from the same members, so the
 /// measurement is crossed once instead of twice. `finish` gives what `project_with`
 /// gives for that object.
 pub struct ObjectCut<'r, 'h> {
     root: &'r Node,
-    hook: Option<BodyHook<'h>>,
+    cut: Cut<'h>,
     out: Vec<u8>,
     first: bool,
 }
@@ -286,7 +321,10 @@ impl<'r, 'h> ObjectCut<'r, 'h> {
     pub fn new(reads: &'r Reads, hook: Option<BodyHook<'h>>) -> Option<ObjectCut<'r, 'h>> {
         (!reads.root.whole).then(|| ObjectCut {
             root: &reads.root,
-            hook,
+            cut: Cut {
+                hook,
+                drop_unread: reads.drop_unread,
+            },
             out: {
                 let mut out = Vec::with_capacity(4096);
                 out.push(b'{');
@@ -301,29 +339,26 @@ impl<'r, 'h> ObjectCut<'r, 'h> {
         self.root.child(key).is_some()
     }
 
-    /// The member whose key was just read, written as unread (`null`); the caller
-    /// crosses its value.
+    /// The member whose key was just read, written as unread (`null`, or left out);
+    /// the caller crosses its value.
     pub fn unread_member(&mut self, raw: &[u8]) {
-        if !std::mem::take(&mut self.first) {
-            self.out.push(b',');
+        if !drops_in(self.root, self.cut) {
+            write_key(&mut self.out, raw, &mut self.first);
+            self.out.extend_from_slice(b"null");
         }
-        self.out.push(b'"');
-        self.out.extend_from_slice(raw);
-        self.out.extend_from_slice(b"\":null");
     }
 
     /// The member whose key was just read (`raw`, as in `Cursor::object`), its value
     /// next: cut and crossed.
     pub fn member(&mut self, raw: &[u8], escaped: bool, cur: &mut Cursor<'_>) -> ScanResult<()> {
-        let first = std::mem::take(&mut self.first);
         member(
             self.root,
             raw,
             escaped,
             cur,
             &mut self.out,
-            self.hook,
-            first,
+            self.cut,
+            &mut self.first,
         )
     }
 
@@ -431,6 +466,46 @@ mod tests {
             reads.project(text).unwrap(),
             r#"{"r":[{"body":"a\"b","x":null},{"body":null}],"body":null}"#
         );
+    }
+
+    #[test]
+    fn unread_members_can_be_left_out() {
+        let text = br#"{"a": 1, "t": {"q": [{"ip": "x", "ttl": 5}, 3], "big": "...", "s": {"k": [1]}}, "z": null}"#;
+        let shape = Reads::from_keys(&[
+            (vec!["t", "q", "ip"], Read::Whole),
+            (vec!["t", "s"], Read::Shape),
+        ]);
+        let cut = |r: Reads| r.project(text).unwrap();
+        // Keys kept as null by default.
+        assert_eq!(
+            cut(shape.clone()),
+            r#"{"a":null,"t":{"q":[{"ip":"x","ttl":null},3],"big":null,"s":{"k":null}},"z":null}"#
+        );
+        // Left out where the paths name keys; arrays keep their elements and an object
+        // read for its shape keeps its keys.
+        let dropping = shape.dropping_unread();
+        assert!(dropping.drops_unread());
+        assert_eq!(
+            cut(dropping.clone()),
+            r#"{"t":{"q":[{"ip":"x"},3],"s":{"k":null}}}"#
+        );
+        // The first walk's cut, member by member, says the same.
+        let mut obj = ObjectCut::new(&dropping, None).unwrap();
+        let mut cur = Cursor::new(text);
+        cur.object(|raw, escaped, cur| {
+            let key = key_text(raw, escaped).unwrap();
+            if obj.reads(&key) {
+                obj.member(raw, escaped, cur)
+            } else {
+                obj.unread_member(raw);
+                cur.skip_trusted()
+            }
+        })
+        .unwrap();
+        assert_eq!(obj.finish(), cut(dropping));
+        // Only members that are read: an object of nothing but unread ones is `{}`.
+        let none = Reads::new(&["t.nothing"]).unwrap().dropping_unread();
+        assert_eq!(none.project(text).unwrap(), r#"{"t":{}}"#);
     }
 
     #[test]

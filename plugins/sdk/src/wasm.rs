@@ -91,6 +91,9 @@ pub fn meta(info: &Info) -> i64 {
     if !info.bodies.is_empty() {
         v["bodies"] = serde_json::json!(info.bodies);
     }
+    if info.drops_unread {
+        v["unread"] = serde_json::json!("drop");
+    }
     hand_out(v.to_string().into_bytes())
 }
 

@@ -88,6 +88,7 @@ impl Scorer for Signal {
             "test_keys.signal_backend_failure",
         ],
         bodies: &[],
+        drops_unread: false,
     };
 
     fn score(msm: &Value, _host: &dyn Host) -> Result<Scores, String> {

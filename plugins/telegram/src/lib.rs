@@ -23,6 +23,7 @@ impl Scorer for Telegram {
             "test_keys.requests.failure",
         ],
         bodies: &[],
+        drops_unread: false,
     };
 
     fn score(msm: &Value, _host: &dyn Host) -> Result<Scores, String> {

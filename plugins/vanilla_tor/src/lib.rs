@@ -42,6 +42,7 @@ impl Scorer for VanillaTor {
             "test_keys.tor_progress",
         ],
         bodies: &[],
+        drops_unread: false,
     };
 
     fn score(msm: &Value, _host: &dyn Host) -> Result<Scores, String> {

@@ -128,6 +128,7 @@ impl Scorer for WebConnectivity {
             "test_keys.*_failure",
         ],
         bodies: &["test_keys.requests.response.body"],
+        drops_unread: true,
     };
 
     fn score(msm: &Value, host: &dyn Host) -> Result<Scores, String> {

@@ -34,6 +34,7 @@ impl Scorer for Whatsapp {
             "test_keys.tcp_connect.status.success",
         ],
         bodies: &[],
+        drops_unread: false,
     };
 
     fn score(msm: &Value, _host: &dyn Host) -> Result<Scores, String> {

@@ -326,9 +326,12 @@ fn wc_scorer(
 fn wc_stages(items: &[(String, Vec<u8>)], wasm: &WasmScorer, set: &FingerprintSet) {
     use ooni_scorer_sdk::projection::Reads;
     let info = scorer_web_connectivity::WebConnectivity::INFO;
-    let Ok(reads) = Reads::with_bodies(info.reads, info.bodies) else {
+    let Ok(mut reads) = Reads::with_bodies(info.reads, info.bodies) else {
         return;
     };
+    if info.drops_unread {
+        reads = reads.dropping_unread();
+    }
     let t = Duration::from_secs(2);
     let hook = |raw: &[u8]| ooni_scorer_sdk::matching::matched_body(raw, set);
     let cuts: Vec<String> = items
