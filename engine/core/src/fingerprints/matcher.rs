@@ -13,10 +13,12 @@ use super::literal_scan::LiteralScan;
 use super::schema::{
     compile_regex, regex_source, Fingerprint, Kind, PatternType, REGEX_SIZE_LIMIT,
 };
+use ooni_scorer_sdk::jsonscan::{key_text, unescape_into, Cursor, ScanError};
 use ooni_scorer_sdk::{b64, FingerprintMatch, Host};
 use regex::bytes::{Regex, RegexSet, RegexSetBuilder};
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// Which matching semantics (documented in `fingerprints/README.md`).
@@ -428,23 +430,33 @@ impl Matcher {
         if self.headers.is_empty() {
             return Vec::new();
         }
-        let Ok(Value::Object(raw)) = serde_json::from_str::<Value>(headers_json) else {
+        let Some(named) = self.indexed_headers(headers_json) else {
             return Vec::new();
         };
-        // Lower-cased names; of two names differing only in case the last one wins.
-        let mut lower: HashMap<String, &Value> = HashMap::with_capacity(raw.len());
-        for (k, v) in raw.iter() {
-            lower.insert(k.to_lowercase(), v);
-        }
         let mut ids = Vec::new();
-        for (name, v) in &lower {
-            let Some(index) = self.headers.get(name) else {
+        for (name, raw) in named {
+            let Some(index) = self.headers.get(&name) else {
                 continue;
             };
-            let (text, decoded) = match v {
-                Value::String(s) => (s.clone(), false),
+            let (text, decoded) = match raw.first() {
+                Some(b'"') => {
+                    let mut bytes = Vec::new();
+                    if !unescape_into(raw, &mut bytes) {
+                        continue;
+                    }
+                    match String::from_utf8(bytes) {
+                        Ok(s) => (s, false),
+                        Err(_) => continue,
+                    }
+                }
                 // A base64 value, decoded as Latin-1 (OONI does so for prefix rows only).
-                Value::Object(o) if o.get("format").and_then(Value::as_str) == Some("base64") => {
+                Some(b'{') => {
+                    let Ok(Value::Object(o)) = serde_json::from_slice::<Value>(raw) else {
+                        continue;
+                    };
+                    if o.get("format").and_then(Value::as_str) != Some("base64") {
+                        continue;
+                    }
                     let data = o.get("data").and_then(Value::as_str).unwrap_or("");
                     match b64::decode(data) {
                         Ok(b) => (b.iter().map(|&c| c as char).collect::<String>(), true),
@@ -471,6 +483,51 @@ impl Matcher {
             index.literals.scan(text.as_bytes(), true, &mut ids);
         }
         self.collect(ids)
+    }
+
+    /// The members of a headers object (JSON text) whose lower-cased names the set
+    /// indexes, each as its lower-cased name and its value's raw JSON text, as parsing
+    /// it with serde_json and then lower-casing the names would leave them: of repeated
+    /// names the last value at the first one's place, then of names equal but for case
+    /// the last in that order. Read with the scanner: no tree is built and no value is
+    /// copied but those looked up. `None` when the text is not one JSON object.
+    fn indexed_headers<'t>(&self, json: &'t str) -> Option<Vec<(String, &'t [u8])>> {
+        let b = json.as_bytes();
+        let mut cur = Cursor::new(b);
+        if cur.peek() != Some(b'{') {
+            return None;
+        }
+        let mut exact: Vec<(Cow<'t, str>, String, &'t [u8])> = Vec::new();
+        cur.object(|raw, escaped, cur| {
+            let Some(key) = key_text(raw, escaped) else {
+                return Err(ScanError {
+                    what: "invalid key",
+                    offset: cur.i,
+                });
+            };
+            let start = cur.i;
+            cur.skip_value()?;
+            let value = &b[start..cur.i];
+            let lower = key.to_lowercase();
+            if !self.headers.contains_key(&lower) {
+                return Ok(());
+            }
+            match exact.iter_mut().find(|(k, _, _)| *k == key) {
+                Some(slot) => slot.2 = value,
+                None => exact.push((key, lower, value)),
+            }
+            Ok(())
+        })
+        .ok()?;
+        cur.end().ok()?;
+        let mut named: Vec<(String, &[u8])> = Vec::with_capacity(exact.len());
+        for (_, lower, value) in exact {
+            match named.iter_mut().find(|(n, _)| *n == lower) {
+                Some(slot) => slot.1 = value,
+                None => named.push((lower, value)),
+            }
+        }
+        Some(named)
     }
 }
 
@@ -646,7 +703,27 @@ pattern = 'Cisco-WSA/\d+'
         let b64 =
             r#"{"location": {"format": "base64", "data": "aHR0cDovL3dhcm5pbmcuZXhhbXBsZS94"}}"#;
         assert_eq!(names(c.headers(b64)), ["h.prefix"]);
-        assert!(c.headers("not json").is_empty());
+        for bad in [
+            "not json",
+            "[1]",
+            r#"{"via": "x"} 1"#,
+            r#"{"via": "x""#,
+            r#"{"via": "\x"}"#,
+        ] {
+            assert!(s.headers(bad).is_empty(), "{bad}");
+        }
+        // Names are read as serde_json parses them and then lower-cased: a repeated
+        // name keeps its first place with its last value, then of names equal but for
+        // case the last in that order wins.
+        let server = |v: &str| format!("{v} WireFilter");
+        let repeated = format!(
+            r#"{{"SERVER": "x", "server": "{}", "SERVER": "{}"}}"#,
+            server("Protected by"),
+            server("y")
+        );
+        assert_eq!(names(s.headers(&repeated)), ["h.full"]);
+        let escaped = r#"{"S\u0045RVER": "Protected by \u0057ireFilter"}"#;
+        assert_eq!(names(s.headers(escaped)), ["h.full"]);
     }
 
     /// Found with the `fingerprints` fuzz target: three regexps that each load (each
