@@ -542,6 +542,10 @@ async fn metrics_and_json_logs_are_there_for_operators() {
     assert_eq!(sample("ooni_plugin_score_seconds_count{"), 3.0, "{m}");
     assert_eq!(sample("ooni_plugin_calls_total{"), 3.0, "{m}");
     assert_eq!(sample("ooni_plugin_failures_total{"), 0.0, "{m}");
+    // Each upload scored once: the start-up scan, running beside the first uploads,
+    // leaves them to the upload path.
+    assert_eq!(metric(&m, "ooni_recovered_total"), Some(0.0), "{m}");
+    assert_eq!(metric(&m, "ooni_rows_written_total"), Some(3.0), "{m}");
     assert_eq!(metric(&m, "ooni_db_batch_rows_sum"), Some(3.0), "{m}");
     assert!(metric(&m, "ooni_db_batch_seconds_count").unwrap() >= 1.0);
     assert_eq!(metric(&m, "ooni_uploads_accepted_total"), Some(3.0));

@@ -284,6 +284,7 @@ pub async fn submit_measurement(
     let dir = parse_measurement_uid(&uid)
         .map(|p| p.spool_dir())
         .ok_or_else(|| ApiError::unavailable("could not form a measurement uid"))?;
+    let claim = st.pipeline.claim(&uid);
     if let Err(e) = st.spool.write(dir, uid.clone(), body.clone()).await {
         tracing::error!(error = %e, uid = %uid, "spool write failed");
         if e.raw_os_error() == Some(libc::ENOSPC) {
@@ -295,11 +296,14 @@ pub async fn submit_measurement(
         )));
     }
     st.metrics.uploads_accepted.fetch_add(1, Relaxed);
-    st.pipeline.offer(ScoreJob {
-        uid: uid.clone(),
-        body,
-        acked_at: Some(Instant::now()),
-    });
+    st.pipeline.offer(
+        ScoreJob {
+            uid: uid.clone(),
+            body,
+            acked_at: Some(Instant::now()),
+        },
+        claim,
+    );
     Ok(with_cache(
         Json(json!({"measurement_uid": uid})),
         "no-cache",

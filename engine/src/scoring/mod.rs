@@ -39,10 +39,54 @@ pub struct PipelineConfig {
     pub batch_wait: Duration,
 }
 
+/// Uids the upload path has taken on and not yet seen written: from just before the
+/// spool write to the batch that holds its row. The catch-up scan leaves them alone, so
+/// a measurement spooled while the scan runs (at start, or after an overflow) is not
+/// scored a second time.
+#[derive(Default)]
+struct LiveUids(std::sync::Mutex<std::collections::HashSet<String>>);
+
+impl LiveUids {
+    fn claim(&self, uid: &str) {
+        if let Ok(mut s) = self.0.lock() {
+            s.insert(uid.to_owned());
+        }
+    }
+
+    fn release<'u>(&self, uids: impl IntoIterator<Item = &'u str>) {
+        if let Ok(mut s) = self.0.lock() {
+            for uid in uids {
+                s.remove(uid);
+            }
+        }
+    }
+
+    fn holds(&self, uid: &str) -> bool {
+        self.0.lock().is_ok_and(|s| s.contains(uid))
+    }
+}
+
+/// An upload's uid taken on by the upload path (`Pipeline::claim`).
+pub struct LiveClaim {
+    uid: Option<String>,
+    live: Arc<LiveUids>,
+    backlog: Arc<AtomicBool>,
+}
+
+impl Drop for LiveClaim {
+    fn drop(&mut self) {
+        if let Some(uid) = self.uid.take() {
+            self.live.release([uid.as_str()]);
+            self.backlog.store(true, Ordering::Release);
+        }
+    }
+}
+
 /// The running scoring pipeline. Cloning gives another handle to the same queue.
 #[derive(Clone)]
 pub struct Pipeline {
     tx: crossbeam_channel::Sender<ScoreJob>,
+    live: Arc<LiveUids>,
     backlog: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     queued_bytes: Arc<AtomicUsize>,
@@ -78,9 +122,11 @@ impl Pipeline {
             );
         }
         drop(out_tx);
+        let live = Arc::new(LiveUids::default());
         let writer = tokio::spawn(write_loop(
             out_rx,
             store,
+            live.clone(),
             metrics.clone(),
             cfg.batch_rows.max(1),
             cfg.batch_wait,
@@ -88,6 +134,7 @@ impl Pipeline {
         Ok((
             Pipeline {
                 tx,
+                live,
                 backlog: Arc::new(AtomicBool::new(false)),
                 metrics,
                 queued_bytes,
@@ -97,15 +144,32 @@ impl Pipeline {
         ))
     }
 
+    /// Takes on an upload's uid before its measurement is spooled, so the catch-up scan
+    /// leaves it to the upload path. Dropped without `offer` (the write failed, or the
+    /// request was cancelled after it), the claim is released and the catch-up scan
+    /// runs to score whatever was spooled.
+    pub fn claim(&self, uid: &str) -> LiveClaim {
+        self.live.claim(uid);
+        LiveClaim {
+            uid: Some(uid.to_owned()),
+            live: self.live.clone(),
+            backlog: self.backlog.clone(),
+        }
+    }
+
     /// Hands a durable measurement to the scorers without waiting. When the queue is
     /// full (by count or by bytes) the measurement stays in the spool and the
     /// catch-up scan scores it later: memory stays bounded however far the scorers
     /// or the database fall behind.
-    pub fn offer(&self, job: ScoreJob) {
+    pub fn offer(&self, job: ScoreJob, mut claim: LiveClaim) {
         let n = job.body.len();
         // Counted before the send: a scorer may take the job (and subtract) at once.
         let before = self.queued_bytes.fetch_add(n, Ordering::Relaxed);
-        if before.saturating_add(n) > self.max_bytes || self.tx.try_send(job).is_err() {
+        if before.saturating_add(n) <= self.max_bytes && self.tx.try_send(job).is_ok() {
+            // The writer releases it with the batch that holds its row.
+            claim.uid = None;
+        } else {
+            // Left to the catch-up scan, which must then see it (the claim's drop).
             self.queued_bytes.fetch_sub(n, Ordering::Relaxed);
             self.backlog.store(true, Ordering::Release);
             self.metrics
@@ -126,10 +190,13 @@ impl Pipeline {
         let files = tokio::task::spawn_blocking(move || scan_spool.scan()).await??;
         let mut queued = 0;
         for chunk in files.chunks(500) {
+            // Live uids are left out before the database is asked: one released since
+            // has its row written by then, so the query sees it.
+            let chunk: Vec<_> = chunk.iter().filter(|f| !self.live.holds(&f.uid)).collect();
             let uids: Vec<String> = chunk.iter().map(|f| f.uid.clone()).collect();
             let known = store.known_uids(&uids).await?;
             let todo: Vec<_> = chunk
-                .iter()
+                .into_iter()
                 .filter(|f| !known.contains(&f.uid))
                 .cloned()
                 .collect();
@@ -288,6 +355,7 @@ fn lower_thread_priority() {
 async fn write_loop(
     mut rx: mpsc::Receiver<Scored>,
     store: Store,
+    live: Arc<LiveUids>,
     metrics: Arc<Metrics>,
     batch_rows: usize,
     batch_wait: Duration,
@@ -335,6 +403,11 @@ async fn write_loop(
                 }
             }
         }
+        live.release(
+            rows.iter()
+                .map(|r| r.measurement_uid.as_str())
+                .chain(drops.iter().map(|d| d.measurement_uid.as_str())),
+        );
         let now = Instant::now();
         for t in acks.iter().flatten() {
             metrics.observe_ack_to_row(now.duration_since(*t));
@@ -349,5 +422,59 @@ async fn write_loop(
         rows.clear();
         acks.clear();
         drops.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fingerprints::{FingerprintSet, Fingerprints};
+    use crate::scoring::registry::RegistryOptions;
+    use crate::scoring::wasm::Limits;
+    use ooni_core::ids::{format_measurement_uid, parse_measurement_uid};
+
+    #[tokio::test]
+    async fn the_catch_up_scan_leaves_live_uploads_to_the_upload_path() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(&tmp.path().join("spool"), 8).expect("spool");
+        let url = format!("sqlite://{}", tmp.path().join("db.sqlite").display());
+        let store = Store::connect(&url).await.expect("store");
+        store.migrate().await.expect("migrate");
+        let registry = Registry::new(
+            RegistryOptions {
+                dir: None,
+                limits: Limits::default(),
+                bundled: false,
+                cache_dir: None,
+            },
+            Fingerprints::new(FingerprintSet::empty()),
+        )
+        .expect("registry");
+        let cfg = PipelineConfig {
+            workers: 1,
+            queue: 16,
+            queue_bytes: 1 << 20,
+            batch_rows: 16,
+            batch_wait: Duration::from_millis(5),
+        };
+        let (pipeline, _tasks) =
+            Pipeline::start(&cfg, store.clone(), registry, Arc::new(Metrics::default()))
+                .expect("pipeline");
+
+        // An upload claimed and spooled, not yet offered: as the scan may find it.
+        let body = bytes::Bytes::from_static(br#"{"format":"json","content":{}}"#);
+        let uid = format_measurement_uid(chrono::Utc::now(), "IT", "ndt", &body);
+        let dir = parse_measurement_uid(&uid).expect("uid").spool_dir();
+        let claim = pipeline.claim(&uid);
+        spool
+            .write(dir, uid.clone(), body.clone())
+            .await
+            .expect("spool write");
+        assert_eq!(pipeline.catch_up(&spool, &store).await.expect("scan"), 0);
+
+        // A claim dropped without an offer (a cancelled request) leaves it to the scan.
+        drop(claim);
+        assert!(pipeline.backlog.load(Ordering::Acquire));
+        assert_eq!(pipeline.catch_up(&spool, &store).await.expect("scan"), 1);
     }
 }
