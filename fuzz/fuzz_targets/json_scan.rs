@@ -43,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
 
     let reads = Reads::with_bodies(&["a", "b.*.c", "*_failure", "x.y"], &["r.body"])
         .expect("fixed paths compile");
-    let hook = |raw: &[u8]| (raw.first() == Some(&b'"')).then(|| "\"matched\"".to_owned());
+    let hook = |_, raw: &[u8]| (raw.first() == Some(&b'"')).then(|| "\"matched\"".to_owned());
     let text = reads
         .project_with(data, Some(&hook))
         .expect("valid JSON projects");

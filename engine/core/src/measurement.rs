@@ -311,13 +311,12 @@ pub fn parse_upload_cut<'b>(
     let Some(plan) = plan else {
         return walk_upload(body, None);
     };
-    let hook = plan
-        .bodies
-        .as_ref()
-        .map(|set| move |raw: &[u8]| ooni_scorer_sdk::matching::matched_body(raw, set.as_ref()));
+    let hook = plan.bodies.as_ref().map(|set| {
+        move |kind, raw: &[u8]| ooni_scorer_sdk::matching::matched_value(kind, raw, set.as_ref())
+    });
     let hook = hook
         .as_ref()
-        .map(|h| h as ooni_scorer_sdk::projection::BodyHook<'_>);
+        .map(|h| h as ooni_scorer_sdk::projection::MatchHook<'_>);
     // The cut's walk is stricter than the row's in places (it checks what it reads
     // deeper); a text only the row's walk accepts is read as before.
     walk_upload(body, Some((plan.reads, hook))).or_else(|_| walk_upload(body, None))
@@ -325,7 +324,7 @@ pub fn parse_upload_cut<'b>(
 
 fn walk_upload<'b>(
     body: &'b [u8],
-    plan: Option<(&Reads, Option<ooni_scorer_sdk::projection::BodyHook<'_>>)>,
+    plan: Option<(&Reads, Option<ooni_scorer_sdk::projection::MatchHook<'_>>)>,
 ) -> Result<Upload<'b>, String> {
     let text = std::str::from_utf8(body).map_err(|e| format!("invalid UTF-8: {e}"))?;
     let mut cur = Cursor::new(text.as_bytes());
@@ -470,7 +469,7 @@ mod tests {
             &["test_keys.requests.response.body"],
         )
         .unwrap();
-        let hook = |raw: &[u8]| (raw.first() == Some(&b'"')).then(|| "\"matched\"".to_owned());
+        let hook = |_, raw: &[u8]| (raw.first() == Some(&b'"')).then(|| "\"matched\"".to_owned());
         let msms = [
             r#"{"probe_cc":"IT","test_keys":{"x":[1,{"a":2}],"y":"big","dns_failure":null,
                 "requests":[{"response":{"body":"<html>","code":200}}]},"test_name":"t",

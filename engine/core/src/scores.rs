@@ -34,8 +34,8 @@ pub trait Scorer: Send + Sync {
     }
 }
 
-/// How a scorer's cut is made: its reads, and for the values on its body paths the
-/// fingerprints to match them with (`ooni_scorer_sdk::matching::matched_body`).
+/// How a scorer's cut is made: its reads, and for the values on its body and header
+/// paths the fingerprints to match them with (`ooni_scorer_sdk::matching::matched_value`).
 pub struct CutPlan<'a> {
     pub reads: &'a ooni_scorer_sdk::projection::Reads,
     pub bodies: Option<std::sync::Arc<dyn ooni_scorer_sdk::Host + Send + Sync>>,

@@ -142,8 +142,9 @@ pub struct WasmScorer {
     pub test_names: Vec<String>,
     /// What the module reads (`reads` in its meta); `None`: the whole measurement.
     reads: Option<Reads>,
-    /// Some reads are bodies the host matches itself (`bodies` in its meta).
-    bodies: bool,
+    /// Some reads are bodies or headers the host matches itself (`bodies`, `headers`
+    /// in its meta).
+    matched: bool,
     engine: Engine,
     pre: InstancePre<HostState>,
     limits: Limits,
@@ -273,7 +274,7 @@ impl WasmScorer {
             },
             test_names: Vec::new(),
             reads: None,
-            bodies: false,
+            matched: false,
             engine: rt.engine.clone(),
             pre,
             limits,
@@ -354,18 +355,24 @@ impl WasmScorer {
                 ))
             }
         };
-        scorer.reads = match (paths("reads")?, paths("bodies")?) {
-            (None, None) if drop_unread => {
+        scorer.reads = match (paths("reads")?, paths("bodies")?, paths("headers")?) {
+            (None, None, None) if drop_unread => {
                 return Err(LoadError::Meta("`unread` needs `reads`".into()));
             }
-            (None, None) => None,
-            (None, Some(_)) => {
-                return Err(LoadError::Meta("`bodies` needs `reads`".into()));
+            (None, None, None) => None,
+            (None, _, _) => {
+                return Err(LoadError::Meta(
+                    "`bodies` and `headers` need `reads`".into(),
+                ));
             }
-            (Some(reads), bodies) => {
-                scorer.bodies = bodies.is_some();
-                let reads = Reads::with_bodies(&reads, &bodies.unwrap_or_default())
-                    .map_err(LoadError::Meta)?;
+            (Some(reads), bodies, headers) => {
+                scorer.matched = bodies.is_some() || headers.is_some();
+                let reads = Reads::with_matched(
+                    &reads,
+                    &bodies.unwrap_or_default(),
+                    &headers.unwrap_or_default(),
+                )
+                .map_err(LoadError::Meta)?;
                 Some(if drop_unread {
                     reads.dropping_unread()
                 } else {
@@ -559,18 +566,20 @@ impl Scorer for WasmScorer {
         let Some(reads) = &self.reads else {
             return self.call(msm.json).map_err(ScoreError);
         };
-        if let Some(cut) = msm.cut_for(reads, self.bodies) {
+        if let Some(cut) = msm.cut_for(reads, self.matched) {
             return self.call(cut).map_err(ScoreError);
         }
-        // Cut down to what the module reads, its bodies matched here with the set
-        // this call is pinned to.
+        // Cut down to what the module reads, its bodies and headers matched here with
+        // the set this call is pinned to.
         let fingerprints = self.fingerprints.for_scoring();
-        let hook = |raw: &[u8]| ooni_scorer_sdk::matching::matched_body(raw, fingerprints.as_ref());
-        match reads.project_with(msm.json.as_bytes(), self.bodies.then_some(&hook)) {
+        let hook = |kind, raw: &[u8]| {
+            ooni_scorer_sdk::matching::matched_value(kind, raw, fingerprints.as_ref())
+        };
+        match reads.project_with(msm.json.as_bytes(), self.matched.then_some(&hook)) {
             Ok(sent) => self.call(&sent).map_err(ScoreError),
             // Without bodies the module can say what is wrong with the text; with
             // them it must never see a text the host did not cut (nor its bodies).
-            Err(_) if !self.bodies => self.call(msm.json).map_err(ScoreError),
+            Err(_) if !self.matched => self.call(msm.json).map_err(ScoreError),
             Err(e) => Err(ScoreError(format!("measurement is not JSON: {e}"))),
         }
     }
@@ -579,7 +588,7 @@ impl Scorer for WasmScorer {
         Some(CutPlan {
             reads: self.reads.as_ref()?,
             bodies: self
-                .bodies
+                .matched
                 .then(|| self.fingerprints.for_scoring() as Arc<dyn Host + Send + Sync>),
         })
     }

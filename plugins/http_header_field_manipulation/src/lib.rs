@@ -40,6 +40,7 @@ impl Scorer for Hhfm {
         test_names: &["http_header_field_manipulation"],
         reads: &["report_id", "test_keys.requests"],
         bodies: &[],
+        headers: &[],
         drops_unread: false,
     };
 

@@ -24,6 +24,7 @@ impl Scorer for HttpInvalidRequestLine {
         test_names: &["http_invalid_request_line"],
         reads: &["report_id", "test_keys.sent", "test_keys.received"],
         bodies: &[],
+        headers: &[],
         drops_unread: false,
     };
 

@@ -24,6 +24,7 @@ impl Scorer for HttpRequests {
             "test_keys.requests.response.headers",
         ],
         bodies: &["test_keys.requests.response.body"],
+        headers: &[],
         drops_unread: false,
     };
 

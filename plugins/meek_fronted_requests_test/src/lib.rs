@@ -16,6 +16,7 @@ impl Scorer for Meek {
             "test_keys.requests.response.headers",
         ],
         bodies: &[],
+        headers: &[],
         drops_unread: false,
     };
 

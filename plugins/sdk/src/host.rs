@@ -26,26 +26,51 @@ pub trait Host {
     fn bodies_matched(&self) -> bool {
         false
     }
+    /// The same for the values on the scorer's `Info::headers` paths
+    /// (`matching::matched_headers`).
+    fn headers_matched(&self) -> bool {
+        false
+    }
 }
 
-/// `host`, saying that the bodies were matched by the engine.
-pub struct BodiesMatched<'h>(pub &'h dyn Host);
+/// `host`, saying which of the cut's values the engine matched itself: the bodies, the
+/// headers, or both (as it does for a scorer that declares `Info::bodies` and
+/// `Info::headers`).
+pub struct CutMatched<'h> {
+    pub host: &'h dyn Host,
+    pub bodies: bool,
+    pub headers: bool,
+}
 
-impl Host for BodiesMatched<'_> {
+impl<'h> CutMatched<'h> {
+    /// As the engine sends a measurement to a scorer with this `info`.
+    pub fn for_info(host: &'h dyn Host, info: &crate::Info) -> CutMatched<'h> {
+        CutMatched {
+            host,
+            bodies: !info.bodies.is_empty(),
+            headers: !info.headers.is_empty(),
+        }
+    }
+}
+
+impl Host for CutMatched<'_> {
     fn match_dns(&self, answer: &str) -> Vec<FingerprintMatch> {
-        self.0.match_dns(answer)
+        self.host.match_dns(answer)
     }
     fn match_http_body(&self, body: &[u8]) -> Vec<FingerprintMatch> {
-        self.0.match_http_body(body)
+        self.host.match_http_body(body)
     }
     fn match_http_headers(&self, headers_json: &str) -> Vec<FingerprintMatch> {
-        self.0.match_http_headers(headers_json)
+        self.host.match_http_headers(headers_json)
     }
     fn log(&self, level: i32, message: &str) {
-        self.0.log(level, message)
+        self.host.log(level, message)
     }
     fn bodies_matched(&self) -> bool {
-        true
+        self.bodies
+    }
+    fn headers_matched(&self) -> bool {
+        self.headers
     }
 }
 

@@ -47,6 +47,12 @@ pub struct Info {
     /// it cuts the measurement down and sends their matches instead of the bodies
     /// (`matching::matched_body`), so a page's bytes are never copied into the module.
     pub bodies: &'static [&'static str],
+    /// Paths (not among `reads`) whose values the scorer only hands to
+    /// `matching::match_response` as a response's headers. The engine matches each
+    /// such object against the header fingerprints itself and sends its matches in
+    /// its place (`matching::matched_headers`), so the module neither parses the
+    /// headers nor sends them back to be matched.
+    pub headers: &'static [&'static str],
     /// Unread members are left out of the objects the reads go into, instead of sent
     /// as `null` (`projection::Reads::dropping_unread`): a smaller text to parse, for a
     /// scorer that never asks whether a key it does not read is present.
@@ -65,23 +71,17 @@ pub mod testing {
         if S::INFO.reads.is_empty() {
             return whole;
         }
-        let mut reads =
-            Reads::with_bodies(S::INFO.reads, S::INFO.bodies).expect("read paths compile");
+        let mut reads = Reads::with_matched(S::INFO.reads, S::INFO.bodies, S::INFO.headers)
+            .expect("read paths compile");
         if S::INFO.drops_unread {
             reads = reads.dropping_unread();
         }
-        let hook = |raw: &[u8]| crate::matching::matched_body(raw, host);
+        let hook = |kind, raw: &[u8]| crate::matching::matched_value(kind, raw, host);
         let text = reads
             .project_with(msm.to_string().as_bytes(), Some(&hook))
             .expect("a serialised value projects");
         let sent: Value = serde_json::from_str(&text).expect("a projection is JSON");
-        let matched = crate::host::BodiesMatched(host);
-        let cut_host: &dyn Host = if S::INFO.bodies.is_empty() {
-            host
-        } else {
-            &matched
-        };
-        let cut = S::score(&sent, cut_host);
+        let cut = S::score(&sent, &crate::host::CutMatched::for_info(host, &S::INFO));
         assert_eq!(
             cut, whole,
             "scores differ when the measurement is cut down to INFO.reads: a read path is missing\nsent: {text}"
@@ -130,7 +130,7 @@ macro_rules! export_scorer {
                 $crate::wasm::score(
                     ptr,
                     len,
-                    !<$scorer as $crate::Scorer>::INFO.bodies.is_empty(),
+                    &<$scorer as $crate::Scorer>::INFO,
                     <$scorer as $crate::Scorer>::score,
                 )
             }

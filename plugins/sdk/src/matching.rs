@@ -27,6 +27,37 @@ impl From<String> for MatchError {
 /// `Info::bodies`.
 pub const MATCHED_FORMAT: &str = "ooni-matched";
 
+/// What the engine sends in place of a value on a body or header path (its raw JSON
+/// text): `matched_body` or `matched_headers`.
+pub fn matched_value(
+    kind: crate::projection::Matched,
+    raw: &[u8],
+    host: &dyn Host,
+) -> Option<String> {
+    match kind {
+        crate::projection::Matched::Body => matched_body(raw, host),
+        crate::projection::Matched::Headers => matched_headers(raw, host),
+    }
+}
+
+/// The matched form: `{"format": MATCHED_FORMAT, "matches": [...]}`.
+fn matched_text(matches: Vec<FingerprintMatch>) -> String {
+    let matches: Vec<Value> = matches.into_iter().map(Value::Object).collect();
+    serde_json::json!({"format": MATCHED_FORMAT, "matches": matches}).to_string()
+}
+
+/// What the engine sends in place of a response's headers (their raw JSON text): for
+/// an object, its header fingerprint matches (every object on the path is replaced,
+/// so a probe cannot hand in matches of its own); anything else as it is, for
+/// `match_response` to skip or fail on as before.
+pub fn matched_headers(raw: &[u8], host: &dyn Host) -> Option<String> {
+    if raw.first() != Some(&b'{') {
+        return None;
+    }
+    let text = std::str::from_utf8(raw).ok()?;
+    Some(matched_text(host.match_http_headers(text)))
+}
+
 /// What the engine sends in place of one body value (its raw JSON text): the body's
 /// fingerprint matches, for a string or a base64 body that decodes. Anything else is
 /// sent as it is (so the scorer fails or skips it as before), except an object that
@@ -56,8 +87,7 @@ pub fn matched_body(raw: &[u8], host: &dyn Host) -> Option<String> {
         }
         _ => return None,
     };
-    let matches: Vec<Value> = matches.into_iter().map(Value::Object).collect();
-    Some(serde_json::json!({"format": MATCHED_FORMAT, "matches": matches}).to_string())
+    Some(matched_text(matches))
 }
 
 /// The bytes of a response body as OONI matches them: a string as it is, a base64
@@ -114,6 +144,20 @@ pub fn match_response(
         }
     }
     match resp.get("headers") {
+        // Matched by the engine: every object on the path is its answer (the format
+        // checked too, for a module called with a measurement the host did not cut).
+        Some(Value::Object(h))
+            if host.headers_matched()
+                && h.get("format").and_then(Value::as_str) == Some(MATCHED_FORMAT) =>
+        {
+            matches.extend(
+                h.get("matches")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|m| m.as_object().cloned()),
+            )
+        }
         Some(Value::Object(h)) if !h.is_empty() => {
             let json = serde_json::to_string(h).map_err(|e| MatchError::Other(e.to_string()))?;
             matches.extend(host.match_http_headers(&json));
@@ -181,7 +225,7 @@ pub fn record_matches(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::{BodiesMatched, NoFingerprints};
+    use crate::host::{CutMatched, NoFingerprints};
     use serde_json::json;
 
     #[test]
@@ -193,7 +237,12 @@ mod tests {
             found.is_empty(),
             "a probe's own matches were taken: {found:?}"
         );
-        match_response(&resp, &BodiesMatched(&NoFingerprints), &mut found).unwrap();
+        let engine = CutMatched {
+            host: &NoFingerprints,
+            bodies: true,
+            headers: false,
+        };
+        match_response(&resp, &engine, &mut found).unwrap();
         assert_eq!(found.len(), 1);
         assert_eq!(found[0]["name"], json!("forged"));
     }
@@ -212,9 +261,39 @@ mod tests {
             m.insert("name".into(), json!(String::from_utf8_lossy(body)));
             vec![m]
         }
-        fn match_http_headers(&self, _: &str) -> Vec<FingerprintMatch> {
-            Vec::new()
+        fn match_http_headers(&self, headers: &str) -> Vec<FingerprintMatch> {
+            self.match_http_body(headers.as_bytes())
         }
+    }
+
+    #[test]
+    fn headers_are_matched_as_their_json_text_and_taken_only_from_the_engine() {
+        let host = Recorder::default();
+        let raw = r#"{"Server": "x", "Via": {"format": "base64", "data": "aGk="}}"#;
+        let sent = matched_headers(raw.as_bytes(), &host).unwrap();
+        assert_eq!(
+            sent,
+            format!(r#"{{"format":"{MATCHED_FORMAT}","matches":[{{"name":{raw:?}}}]}}"#)
+        );
+        // Not an object: sent as it is, for match_response to skip or fail on.
+        for raw in ["null", "\"x\"", "[]"] {
+            assert_eq!(matched_headers(raw.as_bytes(), &host), None);
+        }
+        // What the engine sent is taken as matches only from the engine; a probe's own
+        // headers object shaped the same is matched as headers.
+        let resp: Value = serde_json::from_str(&format!(r#"{{"headers": {sent}}}"#)).unwrap();
+        let engine = CutMatched {
+            host: &host,
+            bodies: false,
+            headers: true,
+        };
+        let mut found = Vec::new();
+        match_response(&resp, &engine, &mut found).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0]["name"], json!(raw));
+        let mut found = Vec::new();
+        match_response(&resp, &NoFingerprints, &mut found).unwrap();
+        assert!(found.is_empty());
     }
 
     #[test]

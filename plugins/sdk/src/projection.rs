@@ -44,6 +44,9 @@ pub enum Read {
     Whole,
     /// The whole value, only ever looked up as an HTTP body (see `Reads::with_bodies`).
     Body,
+    /// The whole value, only ever looked up as a response's headers
+    /// (see `Reads::with_matched`).
+    Headers,
     /// The value's shape only: a scalar as it is, an object's keys and an array's
     /// elements (themselves cut to their shapes), every other value `null` unless
     /// another path reads it. Enough for a test of truthiness, type, size, a key's
@@ -55,9 +58,10 @@ pub enum Read {
 struct Node {
     /// The whole value is read.
     whole: bool,
-    /// The value is only ever looked up as an HTTP body: the host may send its
-    /// fingerprint matches instead (`crate::matching::matched_body`).
-    body: bool,
+    /// The value is only ever looked up as an HTTP body (`Some(Matched::Body)`) or as
+    /// a response's headers: the host may send its fingerprint matches instead
+    /// (`crate::matching::matched_value`).
+    matched: Option<Matched>,
     children: Vec<(Segment, Node)>,
 }
 
@@ -78,7 +82,11 @@ impl Node {
             Read::Whole => node.whole = true,
             Read::Body => {
                 node.whole = true;
-                node.body = true;
+                node.matched = Some(Matched::Body);
+            }
+            Read::Headers => {
+                node.whole = true;
+                node.matched = Some(Matched::Headers);
             }
             // A node without children that is not whole keeps the value's shape.
             Read::Shape => {}
@@ -99,7 +107,7 @@ impl Node {
         let mut merged = first.clone();
         for n in std::iter::once(second).chain(found) {
             merged.whole |= n.whole;
-            merged.body |= n.body;
+            merged.matched = merged.matched.or(n.matched);
             merged.children.extend(n.children.iter().cloned());
         }
         Some(Cow::Owned(merged))
@@ -121,16 +129,27 @@ impl Reads {
     }
 
     /// Compiles read paths and body paths (read too, and sent as their fingerprint
-    /// matches when the projection is given a body hook).
+    /// matches when the projection is given a hook).
     pub fn with_bodies<S: AsRef<str>, B: AsRef<str>>(
         paths: &[S],
         bodies: &[B],
+    ) -> Result<Reads, String> {
+        Reads::with_matched(paths, bodies, &[] as &[&str])
+    }
+
+    /// Compiles read paths, body paths and header paths (both read too, and sent as
+    /// their fingerprint matches when the projection is given a hook).
+    pub fn with_matched<S: AsRef<str>, B: AsRef<str>, H: AsRef<str>>(
+        paths: &[S],
+        bodies: &[B],
+        headers: &[H],
     ) -> Result<Reads, String> {
         let mut root = Node::default();
         let all = paths
             .iter()
             .map(|p| (p.as_ref(), Read::Whole))
-            .chain(bodies.iter().map(|p| (p.as_ref(), Read::Body)));
+            .chain(bodies.iter().map(|p| (p.as_ref(), Read::Body)))
+            .chain(headers.iter().map(|p| (p.as_ref(), Read::Headers)));
         for (path, how) in all {
             let path: &str = path;
             let segments = path
@@ -195,14 +214,14 @@ impl Reads {
         self.project_with(json, None)
     }
 
-    /// Like `project`; each value on a body path is offered to `body` (its raw JSON
-    /// text), which may give the text to send in its place.
-    pub fn project_with(&self, json: &[u8], body: Option<BodyHook<'_>>) -> ScanResult<String> {
+    /// Like `project`; each value on a body or header path is offered to `hook` (with
+    /// its raw JSON text), which may give the text to send in its place.
+    pub fn project_with(&self, json: &[u8], hook: Option<MatchHook<'_>>) -> ScanResult<String> {
         let mut cur = Cursor::new(json);
         let mut out = Vec::with_capacity(json.len().min(4096));
         cur.ws();
         let cut = Cut {
-            hook: body,
+            hook,
             drop_unread: self.drop_unread,
         };
         value(&self.root, &mut cur, &mut out, cut)?;
@@ -212,13 +231,21 @@ impl Reads {
     }
 }
 
-/// Gives the text to send instead of a body value, or `None` to send it as it is.
-pub type BodyHook<'h> = &'h dyn Fn(&[u8]) -> Option<String>;
+/// What a value on a matched path is looked up as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Matched {
+    Body,
+    Headers,
+}
+
+/// Gives the text to send instead of a value on a body or header path, or `None` to
+/// send it as it is.
+pub type MatchHook<'h> = &'h dyn Fn(Matched, &[u8]) -> Option<String>;
 
 /// How values are cut, the same all the way down.
 #[derive(Clone, Copy)]
 struct Cut<'h> {
-    hook: Option<BodyHook<'h>>,
+    hook: Option<MatchHook<'h>>,
     drop_unread: bool,
 }
 
@@ -228,7 +255,11 @@ fn value(node: &Node, cur: &mut Cursor<'_>, out: &mut Vec<u8>, cut: Cut<'_>) -> 
     if node.whole {
         cur.skip_trusted()?;
         let raw = &b[start..cur.i];
-        match cut.hook.filter(|_| node.body).and_then(|h| h(raw)) {
+        match cut
+            .hook
+            .zip(node.matched)
+            .and_then(|(h, kind)| h(kind, raw))
+        {
             Some(text) => out.extend_from_slice(text.as_bytes()),
             None => out.extend_from_slice(raw),
         }
@@ -318,7 +349,7 @@ pub struct ObjectCut<'r, 'h> {
 
 impl<'r, 'h> ObjectCut<'r, 'h> {
     /// `None` when the reads take the measurement whole (nothing to cut).
-    pub fn new(reads: &'r Reads, hook: Option<BodyHook<'h>>) -> Option<ObjectCut<'r, 'h>> {
+    pub fn new(reads: &'r Reads, hook: Option<MatchHook<'h>>) -> Option<ObjectCut<'r, 'h>> {
         (!reads.root.whole).then(|| ObjectCut {
             root: &reads.root,
             cut: Cut {
@@ -457,7 +488,10 @@ mod tests {
     fn body_values_go_through_the_hook() {
         let text = br#"{"r": [{"body": "a\"b", "x": 1}, {"body": null}], "body": "top"}"#;
         let reads = Reads::with_bodies(&["x"], &["r.body"]).unwrap();
-        let hook = |raw: &[u8]| (raw != b"null").then(|| format!("{}", raw.len()));
+        let hook = |kind, raw: &[u8]| {
+            assert_eq!(kind, Matched::Body);
+            (raw != b"null").then(|| format!("{}", raw.len()))
+        };
         assert_eq!(
             reads.project_with(text, Some(&hook)).unwrap(),
             r#"{"r":[{"body":6,"x":null},{"body":null}],"body":null}"#
@@ -506,6 +540,17 @@ mod tests {
         // Only members that are read: an object of nothing but unread ones is `{}`.
         let none = Reads::new(&["t.nothing"]).unwrap().dropping_unread();
         assert_eq!(none.project(text).unwrap(), r#"{"t":{}}"#);
+    }
+
+    #[test]
+    fn header_values_go_through_the_hook_as_headers() {
+        let text = br#"{"r": [{"body": "b", "headers": {"A": "1"}, "x": 1}], "headers": {}}"#;
+        let reads = Reads::with_matched(&["x"], &["r.body"], &["r.headers"]).unwrap();
+        let hook = |kind: Matched, raw: &[u8]| Some(format!("\"{kind:?} {}\"", raw.len()));
+        assert_eq!(
+            reads.project_with(text, Some(&hook)).unwrap(),
+            r#"{"r":[{"body":"Body 3","headers":"Headers 10","x":null}],"headers":null}"#
+        );
     }
 
     #[test]

@@ -91,23 +91,30 @@ pub fn meta(info: &Info) -> i64 {
     if !info.bodies.is_empty() {
         v["bodies"] = serde_json::json!(info.bodies);
     }
+    if !info.headers.is_empty() {
+        v["headers"] = serde_json::json!(info.headers);
+    }
     if info.drops_unread {
         v["unread"] = serde_json::json!("drop");
     }
     hand_out(v.to_string().into_bytes())
 }
 
-/// `bodies_matched`: the scorer declared `Info::bodies`, so the engine sends the
-/// matches of those bodies in their place (see `Host::bodies_matched`).
+/// `info`: what the scorer declared. For its `Info::bodies` and `Info::headers` the
+/// engine sends their matches in their place (see `Host::bodies_matched`).
 pub fn score(
     ptr: i32,
     len: i32,
-    bodies_matched: bool,
+    info: &Info,
     f: fn(&Value, &dyn Host) -> Result<Scores, String>,
 ) -> i64 {
     #[cfg(all(target_arch = "wasm32", feature = "arena"))]
     crate::arena::IN_CALL.store(true, core::sync::atomic::Ordering::Relaxed);
-    let out = score_inner(ptr, len, WasmHost { bodies_matched }, f);
+    let host = WasmHost {
+        bodies_matched: !info.bodies.is_empty(),
+        headers_matched: !info.headers.is_empty(),
+    };
+    let out = score_inner(ptr, len, host, f);
     #[cfg(all(target_arch = "wasm32", feature = "arena"))]
     crate::arena::IN_CALL.store(false, core::sync::atomic::Ordering::Relaxed);
     out
@@ -143,6 +150,7 @@ extern "C" {
 /// The engine, seen from inside the module.
 struct WasmHost {
     bodies_matched: bool,
+    headers_matched: bool,
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -178,6 +186,9 @@ impl Host for WasmHost {
     }
     fn bodies_matched(&self) -> bool {
         self.bodies_matched
+    }
+    fn headers_matched(&self) -> bool {
+        self.headers_matched
     }
     fn log(&self, level: i32, message: &str) {
         #[cfg(target_arch = "wasm32")]

@@ -88,6 +88,7 @@ impl Scorer for Signal {
             "test_keys.signal_backend_failure",
         ],
         bodies: &[],
+        headers: &[],
         drops_unread: false,
     };
 

@@ -23,6 +23,7 @@ impl Scorer for Telegram {
             "test_keys.requests.failure",
         ],
         bodies: &[],
+        headers: &[],
         drops_unread: false,
     };
 

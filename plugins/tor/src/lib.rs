@@ -13,6 +13,7 @@ impl Scorer for Tor {
         test_names: &["tor"],
         reads: &["test_runtime", "test_keys.targets.*.failure"],
         bodies: &[],
+        headers: &[],
         drops_unread: false,
     };
 

@@ -42,6 +42,7 @@ impl Scorer for VanillaTor {
             "test_keys.tor_progress",
         ],
         bodies: &[],
+        headers: &[],
         drops_unread: false,
     };
 

@@ -121,13 +121,13 @@ impl Scorer for WebConnectivity {
             "test_keys.queries.answers.ipv4",
             "test_keys.queries.answers.hostname",
             "test_keys.queries.answers.ipv6",
-            "test_keys.requests.response.headers",
             "test_keys.title_match",
             "test_keys.blocking",
             "test_keys.accessible",
             "test_keys.*_failure",
         ],
         bodies: &["test_keys.requests.response.body"],
+        headers: &["test_keys.requests.response.headers"],
         drops_unread: true,
     };
 

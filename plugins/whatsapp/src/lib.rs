@@ -34,6 +34,7 @@ impl Scorer for Whatsapp {
             "test_keys.tcp_connect.status.success",
         ],
         bodies: &[],
+        headers: &[],
         drops_unread: false,
     };
 

@@ -326,14 +326,14 @@ fn wc_scorer(
 fn wc_stages(items: &[(String, Vec<u8>)], wasm: &WasmScorer, set: &FingerprintSet) {
     use ooni_scorer_sdk::projection::Reads;
     let info = scorer_web_connectivity::WebConnectivity::INFO;
-    let Ok(mut reads) = Reads::with_bodies(info.reads, info.bodies) else {
+    let Ok(mut reads) = Reads::with_matched(info.reads, info.bodies, info.headers) else {
         return;
     };
     if info.drops_unread {
         reads = reads.dropping_unread();
     }
     let t = Duration::from_secs(2);
-    let hook = |raw: &[u8]| ooni_scorer_sdk::matching::matched_body(raw, set);
+    let hook = |kind, raw: &[u8]| ooni_scorer_sdk::matching::matched_value(kind, raw, set);
     let cuts: Vec<String> = items
         .iter()
         .map(|(_, b)| reads.project_with(b, Some(&hook)).unwrap_or_default())
@@ -358,7 +358,7 @@ fn wc_stages(items: &[(String, Vec<u8>)], wasm: &WasmScorer, set: &FingerprintSe
         black_box(
             scorer_web_connectivity::WebConnectivity::score(
                 &v,
-                &ooni_scorer_sdk::host::BodiesMatched(set),
+                &ooni_scorer_sdk::host::CutMatched::for_info(set, &info),
             )
             .ok(),
         );
