@@ -3,14 +3,16 @@
 
 use ooni_scorer_sdk::getters::kind;
 use ooni_scorer_sdk::{init_scores, test_keys_object, Host, Info, Scorer, Scores, Value};
+use std::borrow::Cow;
 
 pub struct HttpInvalidRequestLine;
 
-/// What Python iterates (and counts) in `sent` / `received`.
-fn items(v: Option<&Value>, what: &str) -> Result<Vec<Value>, String> {
+/// What Python iterates (and counts) in `sent` / `received`. A list (what probes
+/// send: a few request lines of up to 100 KB each) is borrowed, not copied.
+fn items<'a>(v: Option<&'a Value>, what: &str) -> Result<Cow<'a, [Value]>, String> {
     Ok(match v {
-        None => Vec::new(),
-        Some(Value::Array(a)) => a.clone(),
+        None => Cow::Owned(Vec::new()),
+        Some(Value::Array(a)) => Cow::Borrowed(a.as_slice()),
         Some(Value::String(s)) => s.chars().map(|c| Value::String(c.to_string())).collect(),
         Some(Value::Object(o)) => o.keys().map(|k| Value::String(k.clone())).collect(),
         Some(other) => return Err(format!("{what} is a {}", kind(other))),
@@ -43,7 +45,7 @@ impl Scorer for HttpInvalidRequestLine {
         // zip(): the shorter list decides how many pairs are compared.
         if sent
             .iter()
-            .zip(&received)
+            .zip(received.iter())
             .any(|(s, r)| !ooni_scorer_sdk::getters::py_eq(s, r))
         {
             scores.insert("blocking_general".into(), Value::from(1.0));

@@ -24,7 +24,7 @@ impl Scorer for Telegram {
         ],
         bodies: &[],
         headers: &[],
-        drops_unread: false,
+        drops_unread: true,
     };
 
     fn score(msm: &Value, _host: &dyn Host) -> Result<Scores, String> {

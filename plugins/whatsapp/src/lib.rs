@@ -35,7 +35,7 @@ impl Scorer for Whatsapp {
         ],
         bodies: &[],
         headers: &[],
-        drops_unread: false,
+        drops_unread: true,
     };
 
     fn score(msm: &Value, _host: &dyn Host) -> Result<Scores, String> {
