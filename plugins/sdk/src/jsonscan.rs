@@ -574,7 +574,7 @@ fn masks(block: &[u8; 64]) -> Masks {
 }
 
 /// The four hex digits at `at`, as a number.
-fn hex4(b: &[u8], at: usize) -> Option<u32> {
+pub(crate) fn hex4(b: &[u8], at: usize) -> Option<u32> {
     b.get(at..at + 4)?
         .iter()
         .try_fold(0, |n, &c| Some(n << 4 | char::from(c).to_digit(16)?))
