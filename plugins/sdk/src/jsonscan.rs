@@ -40,7 +40,7 @@ const HI: u64 = 0x8080_8080_8080_8080;
 
 /// Bytes of `w` equal to `byte` get their high bit set (SWAR, exact for every byte).
 #[inline(always)]
-fn eq_mask(w: u64, byte: u8) -> u64 {
+pub(crate) fn eq_mask(w: u64, byte: u8) -> u64 {
     let x = w ^ (LO * byte as u64);
     // x == 0 exactly when ((x & 0x7f) + 0x7f) has no high bit and x has none either.
     !(((x & !HI).wrapping_add(!HI)) | x) & HI

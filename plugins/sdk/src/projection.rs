@@ -328,19 +328,53 @@ fn member(
 /// are needed (quotes, backslashes, control characters) and any a parser would refuse
 /// are copied as they are.
 fn copy_plain(raw: &[u8], out: &mut Vec<u8>) {
-    out.reserve(raw.len());
-    let mut i = 0;
-    while let Some(p) = memchr::memchr(b'\\', &raw[i..]) {
-        let at = i + p;
-        out.extend_from_slice(&raw[i..at]);
-        let (len, plain) = plain_escape(raw, at);
-        match plain {
-            Some(c) => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
-            None => out.extend_from_slice(&raw[at..(at + len).min(raw.len())]),
+    // The copy is never longer than the text, so it is written into room made for the
+    // whole text, runs between backslashes eight bytes at a time (an escape every few
+    // bytes is common), and cut to length at the end.
+    let n = raw.len();
+    let base = out.len();
+    out.resize(base + n, 0);
+    let (mut i, mut o) = (0, base);
+    while i < n {
+        let mut found = false;
+        while i + 8 <= n {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&raw[i..i + 8]);
+            out[o..o + 8].copy_from_slice(&w);
+            let m = crate::jsonscan::eq_mask(u64::from_le_bytes(w), b'\\');
+            if m != 0 {
+                let k = (m.trailing_zeros() / 8) as usize;
+                (i, o) = (i + k, o + k);
+                found = true;
+                break;
+            }
+            (i, o) = (i + 8, o + 8);
         }
-        i = (at + len).min(raw.len());
+        if !found {
+            while i < n && raw[i] != b'\\' {
+                out[o] = raw[i];
+                (i, o) = (i + 1, o + 1);
+            }
+            if i == n {
+                break;
+            }
+        }
+        let (len, plain) = plain_escape(raw, i);
+        let len = len.min(n - i);
+        match plain {
+            Some(c) => {
+                let l = c.len_utf8();
+                c.encode_utf8(&mut out[o..o + l]);
+                o += l;
+            }
+            None => {
+                out[o..o + len].copy_from_slice(&raw[i..i + len]);
+                o += len;
+            }
+        }
+        i += len;
     }
-    out.extend_from_slice(&raw[i..]);
+    out.truncate(o);
 }
 
 /// The escape at `at` (a backslash): how many bytes it takes, and the character to
@@ -626,6 +660,28 @@ mod tests {
         let b: Value = serde_json::from_str(&cut).unwrap();
         assert_eq!(a, b, "{cut}");
         assert!(cut.len() < valid.len());
+        // Every escape at every offset around the eight-byte words.
+        let reads = Reads::new(&["s"]).unwrap();
+        for esc in [
+            r"\u0410",
+            r"\/",
+            r#"\""#,
+            r"\\",
+            r"\ud83d\ude00",
+            r"\n",
+            r"\u001f",
+        ] {
+            for before in 0..20 {
+                let text = format!(
+                    r#"{{"s": "{}{esc}xyz{esc}"}}"#,
+                    &"abcdefghijklmnopqrs"[..before]
+                );
+                let cut = reads.project(text.as_bytes()).unwrap();
+                let a: Value = serde_json::from_str(&text).unwrap();
+                let b: Value = serde_json::from_str(&cut).unwrap();
+                assert_eq!(a, b, "{text} → {cut}");
+            }
+        }
     }
 
     #[test]
