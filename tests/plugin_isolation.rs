@@ -153,6 +153,14 @@ fn modules_that_do_not_fit_the_abi_are_refused_with_a_reason() {
             r#"{"abi":1,"name":"k","version":"1","test_names":["c"],"reads":[],"unread":5}"#,
             "`unread` must be",
         ),
+        (
+            r#"{"abi":1,"name":"k","version":"1","test_names":["c"],"headers":["h"]}"#,
+            "`bodies` and `headers` need `reads`",
+        ),
+        (
+            r#"{"name":"k","version":"1","test_names":["c"],"reads":["h"],"headers":["h"]}"#,
+            "reads it whole",
+        ),
     ] {
         let e = load(&rt, &with_meta(meta)).err().unwrap();
         assert!(e.contains(want), "{meta}: {e}");

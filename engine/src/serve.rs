@@ -113,6 +113,15 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
         .watch()
         .context("watching the fingerprints directory")?;
     let registry = open_registry(&cfg, fingerprints.clone())?;
+    // Entries of plugins since replaced would otherwise pile up release after release.
+    // Only the server prunes: a one-shot command with other plugins must not remove
+    // what a running server uses.
+    if let Some(cache) = registry.runtime().cache() {
+        let pruned = cache.prune();
+        if pruned > 0 {
+            tracing::info!(pruned, "unused compiled plugins removed from the cache");
+        }
+    }
     let _watcher = registry.watch().context("watching the plugins directory")?;
     let sighup = spawn_sighup_reload(registry.clone());
     let (pipeline, tasks) = Pipeline::start(

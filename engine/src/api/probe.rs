@@ -284,8 +284,26 @@ pub async fn submit_measurement(
     let dir = parse_measurement_uid(&uid)
         .map(|p| p.spool_dir())
         .ok_or_else(|| ApiError::unavailable("could not form a measurement uid"))?;
-    let claim = st.pipeline.claim(&uid);
-    if let Err(e) = st.spool.write(dir, uid.clone(), body.clone()).await {
+    // Stored and handed to the scorers by a task of its own: a request cancelled while
+    // it waits for the spool's sync cannot leave its measurement spooled but unqueued.
+    let stored = {
+        let (st, uid) = (st.clone(), uid.clone());
+        tokio::spawn(async move {
+            let claim = st.pipeline.claim(&uid);
+            st.spool.write(dir, uid.clone(), body.clone()).await?;
+            let job = ScoreJob {
+                uid,
+                body,
+                acked_at: Some(Instant::now()),
+            };
+            st.pipeline.offer(job, claim);
+            Ok::<(), std::io::Error>(())
+        })
+    };
+    let written = stored
+        .await
+        .map_err(|e| ApiError::unavailable(format!("the spool task failed: {e}")))?;
+    if let Err(e) = written {
         tracing::error!(error = %e, uid = %uid, "spool write failed");
         if e.raw_os_error() == Some(libc::ENOSPC) {
             return Err(spool_full(&st, "the spool's disk is full"));
@@ -296,14 +314,6 @@ pub async fn submit_measurement(
         )));
     }
     st.metrics.uploads_accepted.fetch_add(1, Relaxed);
-    st.pipeline.offer(
-        ScoreJob {
-            uid: uid.clone(),
-            body,
-            acked_at: Some(Instant::now()),
-        },
-        claim,
-    );
     Ok(with_cache(
         Json(json!({"measurement_uid": uid})),
         "no-cache",

@@ -204,6 +204,7 @@ impl Pipeline {
                 continue;
             }
             let tx = self.tx.clone();
+            let live = self.live.clone();
             let spool = spool.clone();
             let metrics = self.metrics.clone();
             let (queued_bytes, max_bytes) = (self.queued_bytes.clone(), self.max_bytes);
@@ -236,8 +237,13 @@ impl Pipeline {
                         std::thread::sleep(Duration::from_millis(5));
                     }
                     queued_bytes.fetch_add(body.len(), Ordering::Relaxed);
+                    // Claimed as the upload path claims, so that another scan running
+                    // meanwhile leaves it alone; the writer releases it with its row.
+                    live.claim(&f.uid);
+                    let uid = f.uid.clone();
                     let job = ScoreJob { uid: f.uid, body: body.into(), acked_at: None };
                     if tx.send(job).is_err() {
+                        live.release([uid.as_str()]);
                         break;
                     }
                     n += 1;
@@ -476,5 +482,19 @@ mod tests {
         drop(claim);
         assert!(pipeline.backlog.load(Ordering::Acquire));
         assert_eq!(pipeline.catch_up(&spool, &store).await.expect("scan"), 1);
+
+        // The scan claimed what it queued; the writer releases it with its row, and a
+        // later scan finds the row.
+        let t = Instant::now();
+        while pipeline.live.holds(&uid) {
+            assert!(t.elapsed() < Duration::from_secs(10), "never released");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let known = store
+            .known_uids(std::slice::from_ref(&uid))
+            .await
+            .expect("known");
+        assert!(known.contains(&uid));
+        assert_eq!(pipeline.catch_up(&spool, &store).await.expect("scan"), 0);
     }
 }

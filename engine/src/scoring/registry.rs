@@ -241,9 +241,7 @@ impl Registry {
         reg.reload();
         if let Some(cache) = reg.rt.cache() {
             let (compiled, reused) = cache.counts();
-            // Entries of plugins since replaced would otherwise pile up release after release.
-            let pruned = cache.prune();
-            tracing::info!(compiled, from_cache = reused, pruned, dir = %cache.dir().display(), "scorer modules loaded");
+            tracing::info!(compiled, from_cache = reused, dir = %cache.dir().display(), "scorer modules loaded");
         }
         Ok(reg)
     }

@@ -2,15 +2,18 @@
 //!
 //! A scorer may declare the paths it reads (`Info::reads`). The engine then sends it a
 //! copy of the measurement where every other value is replaced by `null`: keys stay
-//! (so `contains_key`, object sizes and truthiness of containers are unchanged) and
-//! arrays keep every element. A large measurement (a Tor test's network events, a
+//! (so `contains_key`, object sizes and truthiness of containers are unchanged, unless
+//! the scorer asks for unread members to be left out, below) and arrays keep every
+//! element. A large measurement (a Tor test's network events, a
 //! page's body the scorer never looks at) then costs a scan on the host instead of a
 //! full parse inside the module.
 //!
 //! Path syntax: keys joined by `.`, from the measurement's top level. Arrays are
 //! crossed without naming them: `test_keys.requests.response.body` reads the body of
 //! every request. A segment `*` matches any key, `*suffix` any key ending in `suffix`.
-//! A path names a whole value: everything under it is kept verbatim.
+//! A path names a whole value: everything under it is kept, as the same JSON value
+//! (its text may differ: escapes a character does not need, `\uXXXX` of a printable
+//! character or `\/`, are written as the character).
 //!
 //! A scorer that never asks whether an unread key is present can have unread members
 //! left out instead of sent as `null` (`Reads::dropping_unread`; `Info::drops_unread`),
@@ -28,6 +31,14 @@ enum Segment {
 }
 
 impl Segment {
+    /// Whether some key could match both segments.
+    fn may_match(&self, other: &Segment) -> bool {
+        match (self, other) {
+            (Segment::Key(k), o) | (o, Segment::Key(k)) => o.matches(k),
+            _ => true,
+        }
+    }
+
     fn matches(&self, key: &str) -> bool {
         match self {
             Segment::Key(k) => k == key,
@@ -40,7 +51,7 @@ impl Segment {
 /// How a path is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Read {
-    /// The whole value, verbatim.
+    /// The whole value (the same value; escapes it does not need are written plain).
     Whole,
     /// The whole value, only ever looked up as an HTTP body (see `Reads::with_bodies`).
     Body,
@@ -150,6 +161,7 @@ impl Reads {
             .map(|p| (p.as_ref(), Read::Whole))
             .chain(bodies.iter().map(|p| (p.as_ref(), Read::Body)))
             .chain(headers.iter().map(|p| (p.as_ref(), Read::Headers)));
+        let mut parsed = Vec::new();
         for (path, how) in all {
             let path: &str = path;
             let segments = path
@@ -164,6 +176,20 @@ impl Reads {
                     s => Ok(Segment::Key(s.to_owned())),
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            parsed.push((path, segments, how));
+        }
+        // A body or headers path under a path read whole would be sent as it is, and a
+        // probe's own "matched" object with it: refused.
+        for (matched, m, _) in parsed.iter().filter(|(_, _, h)| *h != Read::Whole) {
+            for (whole, w, _) in parsed.iter().filter(|(_, _, h)| *h == Read::Whole) {
+                if w.len() <= m.len() && w.iter().zip(m).all(|(a, b)| a.may_match(b)) {
+                    return Err(format!(
+                        "path {matched:?} is matched by the engine but {whole:?} reads it whole"
+                    ));
+                }
+            }
+        }
+        for (_, segments, how) in parsed {
             root.insert(segments, how);
         }
         Ok(Reads {
@@ -686,6 +712,15 @@ mod tests {
 
     #[test]
     fn bad_paths_and_texts_are_errors() {
+        // Matched paths under a path read whole.
+        for whole in ["r", "r.body", "*", "r.*", "*r.body", "r.*dy"] {
+            assert!(
+                Reads::with_matched(&[whole], &["r.body"], &[] as &[&str]).is_err(),
+                "{whole}"
+            );
+        }
+        assert!(Reads::with_matched(&["r.h"], &[] as &[&str], &["r.h"]).is_err());
+        assert!(Reads::with_matched(&["r.x", "q", "*x.body"], &["r.body"], &["r.h"]).is_ok());
         assert!(Reads::new(&["a..b"]).is_err());
         assert!(Reads::new(&["a.b*c"]).is_err());
         let r = Reads::new(&["a"]).unwrap();

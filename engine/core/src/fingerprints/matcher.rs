@@ -497,7 +497,10 @@ impl Matcher {
         if cur.peek() != Some(b'{') {
             return None;
         }
-        let mut exact: Vec<(Cow<'t, str>, String, &'t [u8])> = Vec::new();
+        // Looked up by hash: a hostile object may repeat an indexed name in thousands
+        // of spellings.
+        let mut exact: Vec<(String, &'t [u8])> = Vec::new();
+        let mut exact_at: HashMap<Cow<'t, str>, usize> = HashMap::new();
         cur.object(|raw, escaped, cur| {
             let Some(key) = key_text(raw, escaped) else {
                 return Err(ScanError {
@@ -512,19 +515,26 @@ impl Matcher {
             if !self.headers.contains_key(&lower) {
                 return Ok(());
             }
-            match exact.iter_mut().find(|(k, _, _)| *k == key) {
-                Some(slot) => slot.2 = value,
-                None => exact.push((key, lower, value)),
+            match exact_at.get(&key) {
+                Some(&at) => exact[at].1 = value,
+                None => {
+                    exact_at.insert(key, exact.len());
+                    exact.push((lower, value));
+                }
             }
             Ok(())
         })
         .ok()?;
         cur.end().ok()?;
         let mut named: Vec<(String, &[u8])> = Vec::with_capacity(exact.len());
-        for (_, lower, value) in exact {
-            match named.iter_mut().find(|(n, _)| *n == lower) {
-                Some(slot) => slot.1 = value,
-                None => named.push((lower, value)),
+        let mut named_at: HashMap<String, usize> = HashMap::new();
+        for (lower, value) in exact {
+            match named_at.get(&lower) {
+                Some(&at) => named[at].1 = value,
+                None => {
+                    named_at.insert(lower.clone(), named.len());
+                    named.push((lower, value));
+                }
             }
         }
         Some(named)
