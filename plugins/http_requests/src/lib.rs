@@ -21,11 +21,10 @@ impl Scorer for HttpRequests {
             "test_keys.body_length_match",
             "test_keys.headers_match",
             "test_keys.requests.request.tor.is_tor",
-            "test_keys.requests.response.headers",
         ],
         bodies: &["test_keys.requests.response.body"],
-        headers: &[],
-        drops_unread: false,
+        headers: &["test_keys.requests.response.headers"],
+        drops_unread: true,
     };
 
     fn score(msm: &Value, host: &dyn Host) -> Result<Scores, String> {
