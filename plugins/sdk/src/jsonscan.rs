@@ -40,10 +40,39 @@ const HI: u64 = 0x8080_8080_8080_8080;
 
 /// Bytes of `w` equal to `byte` get their high bit set (SWAR, exact for every byte).
 #[inline(always)]
-pub(crate) fn eq_mask(w: u64, byte: u8) -> u64 {
+fn eq_mask(w: u64, byte: u8) -> u64 {
     let x = w ^ (LO * byte as u64);
     // x == 0 exactly when ((x & 0x7f) + 0x7f) has no high bit and x has none either.
     !(((x & !HI).wrapping_add(!HI)) | x) & HI
+}
+
+/// Copies `src[i..]` to `out[o..]` up to the next backslash (or the end), eight bytes
+/// at a time: bytes past the run may be written too, for the caller to overwrite, so
+/// `out` must have room for all of `src[i..]` at `o`. Returns where the run ends in
+/// both. For unescaping and re-escaping, whose output is never longer than their input.
+pub(crate) fn copy_to_backslash(
+    src: &[u8],
+    mut i: usize,
+    out: &mut [u8],
+    mut o: usize,
+) -> (usize, usize) {
+    let n = src.len();
+    while i + 8 <= n {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&src[i..i + 8]);
+        out[o..o + 8].copy_from_slice(&w);
+        let m = eq_mask(u64::from_le_bytes(w), b'\\');
+        if m != 0 {
+            let k = (m.trailing_zeros() / 8) as usize;
+            return (i + k, o + k);
+        }
+        (i, o) = (i + 8, o + 8);
+    }
+    while i < n && src[i] != b'\\' {
+        out[o] = src[i];
+        (i, o) = (i + 1, o + 1);
+    }
+    (i, o)
 }
 
 /// Bytes of `w` that are `"`, `\` or below 0x20 get their high bit set (SWAR; exact
@@ -600,29 +629,9 @@ pub fn unescape_into(token: &[u8], out: &mut Vec<u8>) -> bool {
     out.resize(n, 0);
     let (mut i, mut o) = (0, 0);
     while i < n {
-        // The run up to the next backslash.
-        let mut found = false;
-        while i + 8 <= n {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&inner[i..i + 8]);
-            out[o..o + 8].copy_from_slice(&w);
-            let m = eq_mask(u64::from_le_bytes(w), b'\\');
-            if m != 0 {
-                let k = (m.trailing_zeros() / 8) as usize;
-                (i, o) = (i + k, o + k);
-                found = true;
-                break;
-            }
-            (i, o) = (i + 8, o + 8);
-        }
-        if !found {
-            while i < n && inner[i] != b'\\' {
-                out[o] = inner[i];
-                (i, o) = (i + 1, o + 1);
-            }
-            if i == n {
-                break;
-            }
+        (i, o) = copy_to_backslash(inner, i, out, o);
+        if i == n {
+            break;
         }
         let plain = match inner.get(i + 1) {
             Some(b'"') => b'"',

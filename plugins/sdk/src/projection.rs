@@ -362,28 +362,9 @@ fn copy_plain(raw: &[u8], out: &mut Vec<u8>) {
     out.resize(base + n, 0);
     let (mut i, mut o) = (0, base);
     while i < n {
-        let mut found = false;
-        while i + 8 <= n {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&raw[i..i + 8]);
-            out[o..o + 8].copy_from_slice(&w);
-            let m = crate::jsonscan::eq_mask(u64::from_le_bytes(w), b'\\');
-            if m != 0 {
-                let k = (m.trailing_zeros() / 8) as usize;
-                (i, o) = (i + k, o + k);
-                found = true;
-                break;
-            }
-            (i, o) = (i + 8, o + 8);
-        }
-        if !found {
-            while i < n && raw[i] != b'\\' {
-                out[o] = raw[i];
-                (i, o) = (i + 1, o + 1);
-            }
-            if i == n {
-                break;
-            }
+        (i, o) = crate::jsonscan::copy_to_backslash(raw, i, out, o);
+        if i == n {
+            break;
         }
         let (len, plain) = plain_escape(raw, i);
         let len = len.min(n - i);
