@@ -90,7 +90,7 @@ fn job_file(state_dir: &std::path::Path, args: &RescoreArgs, scoring: &str) -> P
         ccs.join(",")
     );
     let h = Sha256::digest(id.as_bytes());
-    let name: String = h[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let name = ooni_core::ids::hex(&h[..8]);
     state_dir.join(format!("{name}.done"))
 }
 

@@ -90,10 +90,16 @@ pub fn format_report_id(
 
 /// The first 16 hex characters of SHA-512 over the stored bytes.
 pub fn body_hash16(body: &[u8]) -> String {
-    let digest = Sha512::digest(body);
-    let mut s = String::with_capacity(16);
-    for b in &digest[..8] {
-        s.push_str(&format!("{b:02x}"));
+    hex(&Sha512::digest(body)[..8])
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
     }
     s
 }
@@ -168,6 +174,12 @@ pub fn parse_measurement_uid(uid: &str) -> Option<MeasurementUid<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_is_two_lower_case_digits_a_byte() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        assert_eq!(hex(&[]), "");
+    }
     use chrono::TimeZone;
 
     #[test]

@@ -90,10 +90,7 @@ impl FingerprintSet {
             .iter()
             .filter(|f| f.kind == ooni_core::fingerprints::Kind::Dns)
             .count();
-        let version: String = hash.finalize()[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let version = ooni_core::ids::hex(&hash.finalize()[..8]);
         Ok(FingerprintSet {
             matcher: Arc::new(Matcher::new(&all, mode)),
             version: Arc::from(version.as_str()),

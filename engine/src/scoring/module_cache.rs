@@ -53,10 +53,6 @@ impl Hasher for ShaHasher {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 impl ModuleCache {
     /// A cache in `dir`, created if missing.
     pub fn open(dir: &Path) -> std::io::Result<ModuleCache> {
@@ -85,7 +81,7 @@ impl ModuleCache {
         let mut h = ShaHasher(Sha256::new());
         engine.precompile_compatibility_hash().hash(&mut h);
         h.0.update(bytes);
-        hex(&h.0.finalize())
+        ooni_core::ids::hex(&h.0.finalize())
     }
 
     /// The module for `bytes` (`.wasm`, or `.wat` text): from the cache when an intact

@@ -145,10 +145,7 @@ pub struct Registry {
 }
 
 fn digest(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    ooni_core::ids::hex(&Sha256::digest(bytes)[..8])
 }
 
 /// Loads one plugin file from its bytes; the kind comes from the extension.
