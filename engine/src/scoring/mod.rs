@@ -145,9 +145,9 @@ impl Pipeline {
     }
 
     /// Takes on an upload's uid before its measurement is spooled, so the catch-up scan
-    /// leaves it to the upload path. Dropped without `offer` (the write failed, or the
-    /// request was cancelled after it), the claim is released and the catch-up scan
-    /// runs to score whatever was spooled.
+    /// leaves it to the upload path. Dropped without being handed over by `offer` (the
+    /// write failed, or the queue was full), the claim is released and the catch-up
+    /// scan runs to score whatever was spooled.
     pub fn claim(&self, uid: &str) -> LiveClaim {
         self.live.claim(uid);
         LiveClaim {
@@ -169,9 +169,9 @@ impl Pipeline {
             // The writer releases it with the batch that holds its row.
             claim.uid = None;
         } else {
-            // Left to the catch-up scan, which must then see it (the claim's drop).
+            // Left to the catch-up scan: the claim's drop releases it and sets the
+            // backlog flag.
             self.queued_bytes.fetch_sub(n, Ordering::Relaxed);
-            self.backlog.store(true, Ordering::Release);
             self.metrics
                 .score_queue_overflows
                 .fetch_add(1, Ordering::Relaxed);
