@@ -161,12 +161,23 @@ fn modules_that_do_not_fit_the_abi_are_refused_with_a_reason() {
             r#"{"name":"k","version":"1","test_names":["c"],"reads":["h"],"headers":["h"]}"#,
             "reads it whole",
         ),
+        (
+            r#"{"name":"k","version":"1","test_names":["c"],"compared":["s"]}"#,
+            "`compared` needs `reads`",
+        ),
+        (
+            r#"{"name":"k","version":"1","test_names":["c"],"reads":["t"],"compared":["t"]}"#,
+            "either compared or read",
+        ),
     ] {
         let e = load(&rt, &with_meta(meta)).err().unwrap();
         assert!(e.contains(want), "{meta}: {e}");
     }
     let dropping = r#"{"name":"k","version":"1","test_names":["c"],"reads":[],"unread":"drop"}"#;
     assert!(load(&rt, &with_meta(dropping)).is_ok());
+    let comparing =
+        r#"{"name":"k","version":"1","test_names":["c"],"reads":["r"],"compared":["s"]}"#;
+    assert!(load(&rt, &with_meta(comparing)).is_ok());
 }
 
 /// The reference module with another `ooni_meta` answer, padded with spaces to the

@@ -165,7 +165,7 @@ pub fn check_plugin(path: &Path, sample: Option<&Path>, limits: Limits) -> Check
             Ok(w) => {
                 let body: Value = serde_json::from_str(&sample_json).unwrap_or(Value::Null);
                 let content = body.get("content").cloned().unwrap_or(body);
-                match w.call_checked(&content.to_string()) {
+                match w.call_checked(content.to_string()) {
                     Ok(s) => lines.push(format!(
                         "ok: trial run scored the sample: {}",
                         Value::Object(s)

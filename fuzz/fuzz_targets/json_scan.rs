@@ -4,8 +4,9 @@
 //! For any input: the validating scan accepts exactly what `serde_json` accepts. For
 //! valid JSON: the trusted skip ends where the validating one does, a string unescapes
 //! as serde_json reads it, the engine's first walk of an upload cuts as the
-//! projection does, and a projection
-//! (with a body hook) is JSON with the same top-level keys, in the same order.
+//! projection does, a projection
+//! (with a body hook) is JSON with the same top-level keys, in the same order, and
+//! values read as compared keep their equalities.
 
 #![no_main]
 
@@ -44,10 +45,12 @@ fuzz_target!(|data: &[u8]| {
     let reads = Reads::with_bodies(&["a", "b.*.c", "*_failure", "x.y"], &["r.body"])
         .expect("fixed paths compile");
     let hook = |_, raw: &[u8]| (raw.first() == Some(&b'"')).then(|| "\"matched\"".to_owned());
-    let text = reads
+    let cut = reads
         .project_with(data, Some(&hook))
         .expect("valid JSON projects");
-    let cut: Value = serde_json::from_str(&text).expect("a projection is JSON");
+    // Nobody checks a cut's UTF-8 before the scorer's parser: it must be so by making.
+    let text = std::str::from_utf8(&cut).expect("the cut of UTF-8 JSON is UTF-8");
+    let cut: Value = serde_json::from_str(text).expect("a projection is JSON");
     if let (Value::Object(whole), Value::Object(cut)) = (&value, &cut) {
         assert!(
             whole.keys().eq(cut.keys()),
@@ -56,6 +59,26 @@ fuzz_target!(|data: &[u8]| {
     }
     assert_eq!(value.is_object(), cut.is_object());
     assert_eq!(value.is_array(), cut.is_array());
+
+    // Compared values keep their equalities: `c` and `d` (each array element a pair
+    // of its own) are equal after the cut exactly when they were before.
+    let compared = Reads::new(&["a"])
+        .and_then(|r| r.comparing(&["c", "d"]))
+        .expect("fixed paths compile");
+    let cut = compared.project(data).expect("valid JSON projects");
+    let cut: Value = serde_json::from_slice(&cut).expect("a compared cut is JSON");
+    if let (Some(c), Some(d)) = (value.get("c"), value.get("d")) {
+        assert_eq!(
+            c == d,
+            cut["c"] == cut["d"],
+            "compared values changed equality"
+        );
+        if let (Value::Array(c), Value::Array(d)) = (c, d) {
+            for (i, (x, y)) in c.iter().zip(d).enumerate() {
+                assert_eq!(x == y, cut["c"][i] == cut["d"][i], "pair {i}");
+            }
+        }
+    }
 
     // The engine's first walk of an upload cuts as the projection does.
     let plan = CutPlan {

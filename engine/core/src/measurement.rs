@@ -83,7 +83,7 @@ pub struct Measurement<'a> {
     full: OnceCell<Result<Value, String>>,
     /// The cut made in the first walk, the address of the reads it was made with, and
     /// whether its bodies were matched.
-    cut: Option<((usize, bool), String)>,
+    cut: Option<((usize, bool), Vec<u8>)>,
 }
 
 impl<'a> Measurement<'a> {
@@ -99,9 +99,9 @@ impl<'a> Measurement<'a> {
     /// The measurement cut down to `reads` (`Reads::project_with`, its bodies matched
     /// if `bodies_matched`), if the first walk made it with these very reads (alive
     /// for the whole of one `derive_row`, so the address names them).
-    pub fn cut_for(&self, reads: &Reads, bodies_matched: bool) -> Option<&str> {
+    pub fn cut_for(&self, reads: &Reads, bodies_matched: bool) -> Option<&[u8]> {
         let (by, text) = self.cut.as_ref()?;
-        (*by == (reads as *const Reads as usize, bodies_matched)).then_some(text.as_str())
+        (*by == (reads as *const Reads as usize, bodies_matched)).then_some(text.as_slice())
     }
 
     /// The whole measurement as a JSON tree, parsed on first use.
@@ -204,7 +204,7 @@ fn read_member(
     }
 }
 
-type FieldsAndCut = (Option<RowFields>, Option<String>);
+type FieldsAndCut = (Option<RowFields>, Option<Vec<u8>>);
 
 /// A member the walk does not read: given to `cut` if there is one, else crossed.
 fn cross_member(
@@ -492,7 +492,7 @@ mod tests {
                 assert_eq!(m.fields, plain.measurement.fields, "{body}");
                 assert_eq!(cut.is_verified, plain.is_verified);
                 let want = reads.project_with(m.json.as_bytes(), Some(&hook)).unwrap();
-                assert_eq!(m.cut_for(&reads, true), Some(want.as_str()), "{body}");
+                assert_eq!(m.cut_for(&reads, true), Some(want.as_slice()), "{body}");
                 // Other reads than the walk's, or bodies not matched, get no cut.
                 assert_eq!(m.cut_for(&Reads::new(&["x"]).unwrap(), true), None);
                 assert_eq!(m.cut_for(&reads, false), None);
@@ -500,7 +500,7 @@ mod tests {
                     .unwrap()
                     .measurement;
                 let want = reads.project(m.json.as_bytes()).unwrap();
-                assert_eq!(m.cut_for(&reads, false), Some(want.as_str()), "{body}");
+                assert_eq!(m.cut_for(&reads, false), Some(want.as_slice()), "{body}");
             }
         }
         // Reads naming a top-level `content`, or the whole measurement: no cut.

@@ -819,7 +819,7 @@ impl Scorer for RuleScorer {
             Some(text) => Some(std::borrow::Cow::Borrowed(text)),
             None => self.reads.project(msm.json.as_bytes()).ok().map(Into::into),
         };
-        let cut = text.and_then(|t| serde_json::from_str::<Value>(&t).ok());
+        let cut = text.and_then(|t| serde_json::from_slice::<Value>(&t).ok());
         match cut {
             Some(v) => self.score_value(&v),
             None => self.score_value(msm.value().map_err(ScoreError)?),
@@ -862,7 +862,8 @@ mod tests {
             .map(Value::Object)
             .map_err(|e| e.0);
         assert_eq!(whole, cut, "rules {rules} on {msm}");
-        (whole, s.reads.project(json.as_bytes()).unwrap())
+        let cut = s.reads.project(json.as_bytes()).unwrap();
+        (whole, String::from_utf8(cut).unwrap())
     }
 
     #[test]

@@ -355,9 +355,13 @@ impl WasmScorer {
                 ))
             }
         };
+        let compared = paths("compared")?;
         scorer.reads = match (paths("reads")?, paths("bodies")?, paths("headers")?) {
             (None, None, None) if drop_unread => {
                 return Err(LoadError::Meta("`unread` needs `reads`".into()));
+            }
+            (None, None, None) if compared.is_some() => {
+                return Err(LoadError::Meta("`compared` needs `reads`".into()));
             }
             (None, None, None) => None,
             (None, _, _) => {
@@ -372,6 +376,7 @@ impl WasmScorer {
                     &bodies.unwrap_or_default(),
                     &headers.unwrap_or_default(),
                 )
+                .and_then(|r| r.comparing(&compared.unwrap_or_default()))
                 .map_err(LoadError::Meta)?;
                 Some(if drop_unread {
                     reads.dropping_unread()
@@ -434,14 +439,15 @@ impl WasmScorer {
     }
 
     /// Scores one measurement's JSON text.
-    pub fn call(&self, json: &str) -> Result<Scores, String> {
+    pub fn call(&self, json: impl AsRef<[u8]>) -> Result<Scores, String> {
         self.call_checked(json).map_err(|e| match e {
             CallError::Declined(m) | CallError::Fault(m) => m,
         })
     }
 
     /// Like `call`, telling a scorer that declined from one that misbehaved.
-    pub fn call_checked(&self, json: &str) -> Result<Scores, CallError> {
+    pub fn call_checked(&self, json: impl AsRef<[u8]>) -> Result<Scores, CallError> {
+        let json = json.as_ref();
         let mut live = match self.idle.lock().ok().and_then(|mut v| v.pop()) {
             Some(l) => l,
             None => self
@@ -509,7 +515,7 @@ impl From<String> for RunError {
     }
 }
 
-fn run(live: &mut Live, json: &str) -> Result<Scores, RunError> {
+fn run(live: &mut Live, json: &[u8]) -> Result<Scores, RunError> {
     let len = i32::try_from(json.len())
         .map_err(|_| RunError::Fault("measurement too large for a 32-bit module".into()))?;
     let ptr = live
@@ -522,7 +528,7 @@ fn run(live: &mut Live, json: &str) -> Result<Scores, RunError> {
         ));
     }
     live.memory
-        .write(&mut live.store, ptr as u32 as usize, json.as_bytes())
+        .write(&mut live.store, ptr as u32 as usize, json)
         .map_err(|e| format!("ooni_alloc returned a bad buffer: {e:#}"))?;
     let packed = live
         .score

@@ -42,6 +42,7 @@ impl Scorer for Hhfm {
         bodies: &[],
         headers: &[],
         drops_unread: false,
+        compared: &[],
     };
 
     fn score(msm: &Value, _host: &dyn Host) -> Result<Scores, String> {

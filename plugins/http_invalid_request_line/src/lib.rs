@@ -24,10 +24,12 @@ impl Scorer for HttpInvalidRequestLine {
         name: "http_invalid_request_line",
         version: "0.92.0",
         test_names: &["http_invalid_request_line"],
-        reads: &["report_id", "test_keys.sent", "test_keys.received"],
+        reads: &["report_id"],
         bodies: &[],
         headers: &[],
-        drops_unread: false,
+        drops_unread: true,
+        // Each pair is only compared, and a probe echoes pages of a hundred kilobytes.
+        compared: &["test_keys.sent", "test_keys.received"],
     };
 
     fn score(msm: &Value, _host: &dyn Host) -> Result<Scores, String> {
@@ -85,5 +87,46 @@ mod tests {
         );
         assert_eq!(score(json!({})).unwrap()["accuracy"], json!(0.0));
         assert!(score(json!({"sent": null})).is_err());
+    }
+
+    #[test]
+    fn long_echoes_compare_as_python_compares_them() {
+        // Sent to the module as digests (`Info::compared`); `score_as_sent` checks the
+        // scores equal those of the whole measurement.
+        let page = "HTTP/1.1 400 Bad Request\r\n\r\n<html>é</html>".repeat(10);
+        let other = page.replace('é', "e");
+        let tampered = || {
+            let mut s = init_scores();
+            s.insert("blocking_general".into(), Value::from(1.0));
+            s
+        };
+        for (tk, want) in [
+            (json!({"sent": [page], "received": [page]}), init_scores()),
+            (json!({"sent": [page], "received": [other]}), tampered()),
+            (
+                json!({"sent": ["GET / HTTP/1.0"], "received": [page]}),
+                tampered(),
+            ),
+            (
+                json!({"sent": [[page, 1]], "received": [[page, 1.0]]}),
+                init_scores(),
+            ),
+            (
+                json!({"sent": [{(page.clone()): 1}], "received": [{(page.clone()): 1}]}),
+                init_scores(),
+            ),
+            // A dict iterates as its keys, a string as its characters.
+            (
+                json!({"sent": {(page.clone()): 1}, "received": [page]}),
+                init_scores(),
+            ),
+            (
+                json!({"sent": "ab", "received": ["a", "b", page]}),
+                init_scores(),
+            ),
+            (json!({"sent": page, "received": [page]}), tampered()),
+        ] {
+            assert_eq!(score(tk.clone()).unwrap(), want, "{tk}");
+        }
     }
 }

@@ -25,6 +25,7 @@ impl Scorer for HttpRequests {
         bodies: &["test_keys.requests.response.body"],
         headers: &["test_keys.requests.response.headers"],
         drops_unread: true,
+        compared: &[],
     };
 
     fn score(msm: &Value, host: &dyn Host) -> Result<Scores, String> {

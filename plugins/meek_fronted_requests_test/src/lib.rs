@@ -18,6 +18,7 @@ impl Scorer for Meek {
         bodies: &[],
         headers: &[],
         drops_unread: false,
+        compared: &[],
     };
 
     fn score(msm: &Value, _host: &dyn Host) -> Result<Scores, String> {

@@ -58,6 +58,13 @@ pub struct Info {
     /// scorer that never asks whether a key it does not read is present.
     /// `testing::score_as_sent` checks the scores do not change.
     pub drops_unread: bool,
+    /// Paths (not among `reads`, `bodies` or `headers`, and not overlapping them)
+    /// whose values the scorer only compares with `==` to one another, looking at no
+    /// string inside them but through that comparison: each string inside them longer
+    /// than `projection::COMPARED_AS_IS` bytes is sent as a digest
+    /// (`projection::Read::Compared`), so an echoed page is hashed on the host instead
+    /// of copied into the module and parsed there.
+    pub compared: &'static [&'static str],
 }
 
 /// Scoring as the engine does it, for a plugin's own tests.
@@ -72,6 +79,7 @@ pub mod testing {
             return whole;
         }
         let mut reads = Reads::with_matched(S::INFO.reads, S::INFO.bodies, S::INFO.headers)
+            .and_then(|r| r.comparing(S::INFO.compared))
             .expect("read paths compile");
         if S::INFO.drops_unread {
             reads = reads.dropping_unread();
@@ -80,11 +88,12 @@ pub mod testing {
         let text = reads
             .project_with(msm.to_string().as_bytes(), Some(&hook))
             .expect("a serialised value projects");
-        let sent: Value = serde_json::from_str(&text).expect("a projection is JSON");
+        let sent: Value = serde_json::from_slice(&text).expect("a projection is JSON");
         let cut = S::score(&sent, &crate::host::CutMatched::for_info(host, &S::INFO));
         assert_eq!(
             cut, whole,
-            "scores differ when the measurement is cut down to INFO.reads: a read path is missing\nsent: {text}"
+            "scores differ when the measurement is cut down to INFO.reads: a read path is missing\nsent: {}",
+            String::from_utf8_lossy(&text)
         );
         whole
     }

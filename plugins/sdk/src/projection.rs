@@ -19,6 +19,11 @@
 //! left out instead of sent as `null` (`Reads::dropping_unread`; `Info::drops_unread`),
 //! in every object the paths go into. Objects read only for their shape
 //! (`Read::Shape`) keep their keys either way.
+//!
+//! A value the scorer only compares with `==` to other such values (`Read::Compared`;
+//! `Info::compared`) is sent with each long string inside it replaced by a digest of
+//! its text (`COMPARED_AS_IS`), so that an echoed page of a hundred kilobytes costs a
+//! hash on the host instead of a copy and a parse in the module.
 
 use crate::jsonscan::{key_text, Cursor, Result as ScanResult};
 use std::borrow::Cow;
@@ -63,7 +68,21 @@ pub enum Read {
     /// another path reads it. Enough for a test of truthiness, type, size, a key's
     /// presence, or equality with a scalar or an empty container.
     Shape,
+    /// The value, each string inside it (in its arrays and objects, keys included)
+    /// longer than `COMPARED_AS_IS` bytes replaced by a digest string; the value
+    /// itself, when a string, as it is. For a value whose members are only compared
+    /// with `==` to the members of other compared values: two such strings are equal
+    /// exactly when their digests are (but for a collision of a 128-bit hash), a digest
+    /// never equals a string sent as it is, and numbers, booleans, nulls, lengths and
+    /// key order are kept.
+    Compared,
 }
+
+/// Strings inside a compared value (`Read::Compared`) of at most this many bytes,
+/// unescaped, are sent as they are; longer ones as their digest,
+/// `"\u0000ooni-digest:xxh3-128:<32 hex digits>:<length, 20 digits>"` (75 characters,
+/// so never equal to a string sent as it is).
+pub const COMPARED_AS_IS: usize = 64;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Node {
@@ -73,6 +92,8 @@ struct Node {
     /// a response's headers: the host may send its fingerprint matches instead
     /// (`crate::matching::matched_value`).
     matched: Option<Matched>,
+    /// The whole value is only compared (`Read::Compared`).
+    compared: bool,
     children: Vec<(Segment, Node)>,
 }
 
@@ -99,6 +120,10 @@ impl Node {
                 node.whole = true;
                 node.matched = Some(Matched::Headers);
             }
+            Read::Compared => {
+                node.whole = true;
+                node.compared = true;
+            }
             // A node without children that is not whole keeps the value's shape.
             Read::Shape => {}
         }
@@ -119,6 +144,8 @@ impl Node {
         for n in std::iter::once(second).chain(found) {
             merged.whole |= n.whole;
             merged.matched = merged.matched.or(n.matched);
+            // `Reads::comparing` refuses compared paths that overlap any other.
+            merged.compared |= n.compared;
             merged.children.extend(n.children.iter().cloned());
         }
         Some(Cow::Owned(merged))
@@ -164,19 +191,7 @@ impl Reads {
         let mut parsed = Vec::new();
         for (path, how) in all {
             let path: &str = path;
-            let segments = path
-                .split('.')
-                .map(|seg| match seg {
-                    "" => Err(format!("read path {path:?} has an empty segment")),
-                    "*" => Ok(Segment::Any),
-                    s if s.starts_with('*') => Ok(Segment::Suffix(s[1..].to_owned())),
-                    s if s.contains('*') => {
-                        Err(format!("read path {path:?}: `*` may only start a segment"))
-                    }
-                    s => Ok(Segment::Key(s.to_owned())),
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            parsed.push((path, segments, how));
+            parsed.push((path, parse_path(path)?, how));
         }
         // A body or headers path under a path read whole would be sent as it is, and a
         // probe's own "matched" object with it: refused.
@@ -209,6 +224,23 @@ impl Reads {
         self.drop_unread
     }
 
+    /// The same reads, and `paths` read as `Read::Compared`. A compared path may not
+    /// overlap another path (one above or below it, or the same), compared or not:
+    /// a value is either compared or read.
+    pub fn comparing<S: AsRef<str>>(mut self, paths: &[S]) -> Result<Reads, String> {
+        for path in paths {
+            let path = path.as_ref();
+            let segments = parse_path(path)?;
+            if overlaps(&self.root, &segments, true) {
+                return Err(format!(
+                    "compared path {path:?} overlaps another path: a value is either compared or read"
+                ));
+            }
+            self.root.insert(segments, Read::Compared);
+        }
+        Ok(self)
+    }
+
     /// Compiles paths given as literal keys (a `*` in a key is just a character), each
     /// read as `how` says; an empty path is the measurement itself. For engines that
     /// work out what a scorer reads from its source, such as TOML rule files.
@@ -235,14 +267,16 @@ impl Reads {
 
     /// The measurement with every value outside the read paths replaced by `null`.
     /// `json` must be valid JSON (as every upload is once accepted): values the
-    /// scorer does not read are crossed without being validated again.
-    pub fn project(&self, json: &[u8]) -> ScanResult<String> {
+    /// scorer does not read are crossed without being validated again. The cut is
+    /// UTF-8 when `json` is (only whole sequences are copied) and is not checked
+    /// again: the scorer's parser checks the strings it reads.
+    pub fn project(&self, json: &[u8]) -> ScanResult<Vec<u8>> {
         self.project_with(json, None)
     }
 
     /// Like `project`; each value on a body or header path is offered to `hook` (with
     /// its raw JSON text), which may give the text to send in its place.
-    pub fn project_with(&self, json: &[u8], hook: Option<MatchHook<'_>>) -> ScanResult<String> {
+    pub fn project_with(&self, json: &[u8], hook: Option<MatchHook<'_>>) -> ScanResult<Vec<u8>> {
         let mut cur = Cursor::new(json);
         let mut out = Vec::with_capacity(json.len().min(4096));
         cur.ws();
@@ -252,9 +286,36 @@ impl Reads {
         };
         value(&self.root, &mut cur, &mut out, cut)?;
         cur.end()?;
-        // Only whole UTF-8 sequences between tokens were copied.
-        Ok(String::from_utf8(out).unwrap_or_default())
+        Ok(out)
     }
+}
+
+fn parse_path(path: &str) -> Result<Vec<Segment>, String> {
+    path.split('.')
+        .map(|seg| match seg {
+            "" => Err(format!("read path {path:?} has an empty segment")),
+            "*" => Ok(Segment::Any),
+            s if s.starts_with('*') => Ok(Segment::Suffix(s[1..].to_owned())),
+            s if s.contains('*') => {
+                Err(format!("read path {path:?}: `*` may only start a segment"))
+            }
+            s => Ok(Segment::Key(s.to_owned())),
+        })
+        .collect()
+}
+
+/// Whether a path from `node` along `segments` meets a path already read: one that
+/// ends above it (read whole or for its shape), passes through its end, or goes below.
+fn overlaps(node: &Node, segments: &[Segment], root: bool) -> bool {
+    let Some((first, rest)) = segments.split_first() else {
+        return true;
+    };
+    if node.whole || (!root && node.children.is_empty()) {
+        return true;
+    }
+    node.children
+        .iter()
+        .any(|(seg, child)| seg.may_match(first) && overlaps(child, rest, false))
 }
 
 /// What a value on a matched path is looked up as.
@@ -278,6 +339,9 @@ struct Cut<'h> {
 fn value(node: &Node, cur: &mut Cursor<'_>, out: &mut Vec<u8>, cut: Cut<'_>) -> ScanResult<()> {
     let b = cur.bytes();
     let start = cur.i;
+    if node.compared {
+        return compared(cur, out, &mut Vec::new(), true);
+    }
     if node.whole {
         cur.skip_trusted()?;
         let raw = &b[start..cur.i];
@@ -345,6 +409,82 @@ fn member(
             Ok(())
         }
     }
+}
+
+/// Writes a compared value (`Read::Compared`) at the cursor and crosses it. `top`: the
+/// value itself, which is sent as it is when a string. `scratch` holds unescaped
+/// strings.
+fn compared(
+    cur: &mut Cursor<'_>,
+    out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    top: bool,
+) -> ScanResult<()> {
+    let b = cur.bytes();
+    let start = cur.i;
+    match cur.peek() {
+        Some(b'"') if !top => {
+            cur.skip_trusted()?;
+            let token = &b[start..cur.i];
+            let escaped = memchr::memchr(b'\\', token).is_some();
+            compared_string(token, escaped, out, scratch);
+        }
+        Some(b'{') => {
+            out.push(b'{');
+            let mut first = true;
+            cur.object(|raw, escaped, cur| {
+                if !std::mem::take(&mut first) {
+                    out.push(b',');
+                }
+                // `raw` lies between the key's quotes, in the same text.
+                let at = raw.as_ptr() as usize - b.as_ptr() as usize;
+                compared_string(&b[at - 1..at + raw.len() + 1], escaped, out, scratch);
+                out.push(b':');
+                compared(cur, out, scratch, false)
+            })?;
+            out.push(b'}');
+        }
+        Some(b'[') => {
+            out.push(b'[');
+            let mut first = true;
+            cur.array(|cur| {
+                if !std::mem::take(&mut first) {
+                    out.push(b',');
+                }
+                compared(cur, out, scratch, false)
+            })?;
+            out.push(b']');
+        }
+        _ => {
+            cur.skip_trusted()?;
+            copy_plain(&b[start..cur.i], out);
+        }
+    }
+    Ok(())
+}
+
+/// Writes one string token inside a compared value: as it is when short, else as
+/// its digest. A string serde_json would refuse (a lone surrogate) is written as it
+/// is, so the scorer fails on it as it would on the whole measurement.
+fn compared_string(token: &[u8], escaped: bool, out: &mut Vec<u8>, scratch: &mut Vec<u8>) {
+    let text = if !escaped {
+        &token[1..token.len() - 1]
+    } else if crate::jsonscan::unescape_into(token, scratch) {
+        scratch.as_slice()
+    } else {
+        copy_plain(token, out);
+        return;
+    };
+    if text.len() <= COMPARED_AS_IS {
+        copy_plain(token, out);
+        return;
+    }
+    let digest = xxhash_rust::xxh3::xxh3_128(text);
+    let token = format!(
+        "\"\\u0000ooni-digest:xxh3-128:{digest:032x}:{:020}\"",
+        text.len()
+    );
+    out.extend_from_slice(token.as_bytes());
 }
 
 /// Copies the text of a whole value, writing each `\uXXXX` escape of a character that
@@ -485,10 +625,9 @@ impl<'r, 'h> ObjectCut<'r, 'h> {
         )
     }
 
-    pub fn finish(mut self) -> String {
+    pub fn finish(mut self) -> Vec<u8> {
         self.out.push(b'}');
-        // Only whole UTF-8 sequences between tokens were copied.
-        String::from_utf8(self.out).unwrap_or_default()
+        self.out
     }
 }
 
@@ -497,10 +636,15 @@ mod tests {
     use super::*;
     use serde_json::{json, Value};
 
+    /// A cut as text, for comparing with what a test expects.
+    fn as_text(cut: ScanResult<Vec<u8>>) -> String {
+        String::from_utf8(cut.unwrap()).unwrap()
+    }
+
     fn project(paths: &[&str], v: &Value) -> Value {
         let text = v.to_string();
         let out = Reads::new(paths).unwrap().project(text.as_bytes()).unwrap();
-        serde_json::from_str(&out).unwrap()
+        serde_json::from_slice(&out).unwrap()
     }
 
     #[test]
@@ -569,10 +713,7 @@ mod tests {
     #[test]
     fn duplicate_and_escaped_keys_are_kept_as_written() {
         let text = r#"{"a": 1, "b\u0063": {"d": 2, "e": 3}, "a": 2}"#;
-        let out = Reads::new(&["a", "bc.d"])
-            .unwrap()
-            .project(text.as_bytes())
-            .unwrap();
+        let out = as_text(Reads::new(&["a", "bc.d"]).unwrap().project(text.as_bytes()));
         assert_eq!(out, r#"{"a":1,"b\u0063":{"d":2,"e":null},"a":2}"#);
     }
 
@@ -585,11 +726,11 @@ mod tests {
             (raw != b"null").then(|| format!("{}", raw.len()))
         };
         assert_eq!(
-            reads.project_with(text, Some(&hook)).unwrap(),
+            as_text(reads.project_with(text, Some(&hook))),
             r#"{"r":[{"body":6,"x":null},{"body":null}],"body":null}"#
         );
         assert_eq!(
-            reads.project(text).unwrap(),
+            as_text(reads.project(text)),
             r#"{"r":[{"body":"a\"b","x":null},{"body":null}],"body":null}"#
         );
     }
@@ -604,7 +745,7 @@ mod tests {
         let cut = |r: Reads| r.project(text).unwrap();
         // Keys kept as null by default.
         assert_eq!(
-            cut(shape.clone()),
+            String::from_utf8(cut(shape.clone())).unwrap(),
             r#"{"a":null,"t":{"q":[{"ip":"x","ttl":null},3],"big":null,"s":{"k":null}},"z":null}"#
         );
         // Left out where the paths name keys; arrays keep their elements and an object
@@ -612,7 +753,7 @@ mod tests {
         let dropping = shape.dropping_unread();
         assert!(dropping.drops_unread());
         assert_eq!(
-            cut(dropping.clone()),
+            String::from_utf8(cut(dropping.clone())).unwrap(),
             r#"{"t":{"q":[{"ip":"x"},3],"s":{"k":null}}}"#
         );
         // The first walk's cut, member by member, says the same.
@@ -631,7 +772,7 @@ mod tests {
         assert_eq!(obj.finish(), cut(dropping));
         // Only members that are read: an object of nothing but unread ones is `{}`.
         let none = Reads::new(&["t.nothing"]).unwrap().dropping_unread();
-        assert_eq!(none.project(text).unwrap(), r#"{"t":{}}"#);
+        assert_eq!(none.project(text).unwrap(), br#"{"t":{}}"#);
     }
 
     #[test]
@@ -640,7 +781,7 @@ mod tests {
         let reads = Reads::with_matched(&["x"], &["r.body"], &["r.headers"]).unwrap();
         let hook = |kind: Matched, raw: &[u8]| Some(format!("\"{kind:?} {}\"", raw.len()));
         assert_eq!(
-            reads.project_with(text, Some(&hook)).unwrap(),
+            as_text(reads.project_with(text, Some(&hook))),
             r#"{"r":[{"body":"Body 3","headers":"Headers 10","x":null}],"headers":null}"#
         );
     }
@@ -648,10 +789,7 @@ mod tests {
     #[test]
     fn whole_values_keep_only_the_escapes_they_need() {
         let text = r#"{"s": ["\u0410\u0431 \ud83d\ude00 \/x\/", "\"q\" \\u0041 \u0000\u001f\u0022\u005c \n\t", "\ud800 lone", "\u00e9\u007f"], "k\u00e9y": {"\u0041": 1}}"#;
-        let out = Reads::new(&["s", "kéy"])
-            .unwrap()
-            .project(text.as_bytes())
-            .unwrap();
+        let out = as_text(Reads::new(&["s", "kéy"]).unwrap().project(text.as_bytes()));
         let want =
             r#"{"s":["Аб 😀 /x/", "\"q\" \\u0041 \u0000\u001f\u0022\u005c \n\t", "\ud800 lone", "é"#
                 .to_owned()
@@ -659,10 +797,7 @@ mod tests {
         assert_eq!(out, want);
         // The same values as the original, as serde_json reads them.
         let valid = r#"{"s": ["\u0410\ud83d\ude00\/", "\\u0041\u0000\"", "\u00e9"], "t": {"\u0041\/": "\u4e2d"}}"#;
-        let cut = Reads::new(&["s", "t"])
-            .unwrap()
-            .project(valid.as_bytes())
-            .unwrap();
+        let cut = as_text(Reads::new(&["s", "t"]).unwrap().project(valid.as_bytes()));
         let a: Value = serde_json::from_str(valid).unwrap();
         let b: Value = serde_json::from_str(&cut).unwrap();
         assert_eq!(a, b, "{cut}");
@@ -683,12 +818,96 @@ mod tests {
                     r#"{{"s": "{}{esc}xyz{esc}"}}"#,
                     &"abcdefghijklmnopqrs"[..before]
                 );
-                let cut = reads.project(text.as_bytes()).unwrap();
+                let cut = as_text(reads.project(text.as_bytes()));
                 let a: Value = serde_json::from_str(&text).unwrap();
                 let b: Value = serde_json::from_str(&cut).unwrap();
                 assert_eq!(a, b, "{text} → {cut}");
             }
         }
+    }
+
+    #[test]
+    fn compared_values_send_long_strings_as_digests() {
+        let long = "a".repeat(COMPARED_AS_IS + 1);
+        let long_other = format!("{}b", "a".repeat(COMPARED_AS_IS));
+        let edge = "e".repeat(COMPARED_AS_IS);
+        // The same long text escaped differently, a key, a nested value, scalars.
+        let text = format!(
+            r#"{{"t": {{"s": ["short", "{long}", "{edge}", {{"{long}": ["{long_other}"]}}, 1, 1.0, null, true],
+                        "r": ["short", "\u0061{rest}", "{edge}", {{"{long}": ["{long}"]}}, 1, 1.0, null, true],
+                        "top": "{long}", "other": 5}}}}"#,
+            rest = &long[1..]
+        );
+        let reads = Reads::new(&["x"])
+            .unwrap()
+            .dropping_unread()
+            .comparing(&["t.s", "t.r", "t.top"])
+            .unwrap();
+        let cut = as_text(reads.project(text.as_bytes()));
+        let v: Value = serde_json::from_str(&cut).unwrap();
+        let (s, r) = (&v["t"]["s"], &v["t"]["r"]);
+        let digest = |v: &Value| {
+            let d = v.as_str().unwrap();
+            assert!(d.starts_with("\u{0}ooni-digest:xxh3-128:"), "{d}");
+            assert_eq!(d.len(), 75, "{d}");
+            assert!(d.ends_with(&format!(":{:020}", COMPARED_AS_IS + 1)), "{d}");
+            d.to_owned()
+        };
+        assert_eq!(s[0], json!("short"));
+        assert_eq!(
+            s[2],
+            json!(edge),
+            "a string of COMPARED_AS_IS bytes is sent as it is"
+        );
+        // Equal texts, however escaped, give one digest; another text another.
+        assert_eq!(digest(&s[1]), digest(&r[1]));
+        let (sk, rk) = (s[3].as_object().unwrap(), r[3].as_object().unwrap());
+        assert_eq!(
+            sk.keys().map(|k| digest(&json!(k))).collect::<Vec<_>>(),
+            [digest(&s[1])]
+        );
+        assert_eq!(sk.keys().collect::<Vec<_>>(), rk.keys().collect::<Vec<_>>());
+        assert_ne!(digest(&sk.values().next().unwrap()[0]), digest(&s[1]));
+        assert_eq!(rk.values().next().unwrap()[0], s[1]);
+        // Scalars, lengths and the pairs' equalities are those of the original.
+        assert_eq!(s.as_array().unwrap()[4..], r.as_array().unwrap()[4..]);
+        let orig: Value = serde_json::from_str(&text).unwrap();
+        for (i, (a, b)) in s
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(r.as_array().unwrap())
+            .enumerate()
+        {
+            let (oa, ob) = (&orig["t"]["s"][i], &orig["t"]["r"][i]);
+            assert_eq!(a == b, oa == ob, "pair {i}");
+        }
+        // The compared value itself, a string, is sent as it is; unread members are
+        // still left out; a string serde_json refuses (a lone surrogate) is sent as it
+        // is, so the scorer fails on it as on the whole measurement.
+        assert_eq!(v["t"]["top"], json!(long));
+        assert!(v["t"].get("other").is_none());
+        let bad = format!(r#"{{"b": ["\ud800{long}"]}}"#);
+        let reads = Reads::new(&["x"]).unwrap().comparing(&["b"]).unwrap();
+        assert_eq!(as_text(reads.project(bad.as_bytes())), bad.replace(' ', ""));
+        // A compared path may not overlap any other path.
+        for (reads, compared) in [
+            (&["t"][..], &["t.s"][..]),
+            (&["t.s.x"], &["t.s"]),
+            (&["t.s"], &["t.*"]),
+            (&["t.s"], &["t.s"]),
+            (&["q"], &["t", "t.s"]),
+            (&["q"], &["*s", "*"]),
+        ] {
+            assert!(
+                Reads::new(reads).unwrap().comparing(compared).is_err(),
+                "{reads:?} {compared:?}"
+            );
+        }
+        assert!(Reads::new(&["t.x", "t.q.r"])
+            .unwrap()
+            .comparing(&["t.s", "t.*r"])
+            .is_ok());
     }
 
     #[test]
@@ -708,7 +927,7 @@ mod tests {
         assert!(r.project(b"{\"a\": [1, 2}").is_err());
         assert!(r.project(b"{\"a\": 1} x").is_err());
         assert_eq!(
-            r.project(b"[1, {\"a\": 2, \"b\": 3}]").unwrap(),
+            as_text(r.project(b"[1, {\"a\": 2, \"b\": 3}]")),
             "[1,{\"a\":2,\"b\":null}]"
         );
     }

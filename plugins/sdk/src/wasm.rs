@@ -97,6 +97,9 @@ pub fn meta(info: &Info) -> i64 {
     if info.drops_unread {
         v["unread"] = serde_json::json!("drop");
     }
+    if !info.compared.is_empty() {
+        v["compared"] = serde_json::json!(info.compared);
+    }
     hand_out(v.to_string().into_bytes())
 }
 

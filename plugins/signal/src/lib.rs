@@ -90,6 +90,7 @@ impl Scorer for Signal {
         bodies: &[],
         headers: &[],
         drops_unread: false,
+        compared: &[],
     };
 
     fn score(msm: &Value, _host: &dyn Host) -> Result<Scores, String> {

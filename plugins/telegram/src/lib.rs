@@ -25,6 +25,7 @@ impl Scorer for Telegram {
         bodies: &[],
         headers: &[],
         drops_unread: true,
+        compared: &[],
     };
 
     fn score(msm: &Value, _host: &dyn Host) -> Result<Scores, String> {

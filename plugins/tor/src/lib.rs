@@ -15,6 +15,7 @@ impl Scorer for Tor {
         bodies: &[],
         headers: &[],
         drops_unread: false,
+        compared: &[],
     };
 
     fn score(msm: &Value, _host: &dyn Host) -> Result<Scores, String> {

@@ -44,6 +44,7 @@ impl Scorer for VanillaTor {
         bodies: &[],
         headers: &[],
         drops_unread: false,
+        compared: &[],
     };
 
     fn score(msm: &Value, _host: &dyn Host) -> Result<Scores, String> {

@@ -36,6 +36,7 @@ impl Scorer for Whatsapp {
         bodies: &[],
         headers: &[],
         drops_unread: true,
+        compared: &[],
     };
 
     fn score(msm: &Value, _host: &dyn Host) -> Result<Scores, String> {

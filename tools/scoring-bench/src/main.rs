@@ -334,7 +334,7 @@ fn wc_stages(items: &[(String, Vec<u8>)], wasm: &WasmScorer, set: &FingerprintSe
     }
     let t = Duration::from_secs(2);
     let hook = |kind, raw: &[u8]| ooni_scorer_sdk::matching::matched_value(kind, raw, set);
-    let cuts: Vec<String> = items
+    let cuts: Vec<Vec<u8>> = items
         .iter()
         .map(|(_, b)| reads.project_with(b, Some(&hook)).unwrap_or_default())
         .collect();
@@ -354,7 +354,7 @@ fn wc_stages(items: &[(String, Vec<u8>)], wasm: &WasmScorer, set: &FingerprintSe
         black_box(wasm.call(c).is_ok());
     });
     let native = time_per_item(&cuts, t, |c| {
-        let v: serde_json::Value = serde_json::from_str(c).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_slice(c).unwrap_or_default();
         black_box(
             scorer_web_connectivity::WebConnectivity::score(
                 &v,
@@ -364,10 +364,10 @@ fn wc_stages(items: &[(String, Vec<u8>)], wasm: &WasmScorer, set: &FingerprintSe
         );
     });
     let parse_cut = time_per_item(&cuts, t, |c| {
-        black_box(serde_json::from_str::<serde_json::Value>(c).ok());
+        black_box(serde_json::from_slice::<serde_json::Value>(c).ok());
     });
     println!("  native on the cut {native:.1} µs, of which parse {parse_cut:.1}");
-    let sent: usize = cuts.iter().map(String::len).sum();
+    let sent: usize = cuts.iter().map(Vec::len).sum();
     println!("  stages: from_utf8 {utf8:.1} µs; parse_upload {upload:.1}; cut without bodies matched {cut_plain:.1}; cut with them {cut:.1}; module call on the cut {call:.1} ({:.1} KB sent on average)", sent as f64 / cuts.len() as f64 / 1e3);
 }
 
