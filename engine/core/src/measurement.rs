@@ -326,7 +326,7 @@ fn walk_upload<'b>(
     body: &'b [u8],
     plan: Option<(&Reads, Option<ooni_scorer_sdk::projection::MatchHook<'_>>)>,
 ) -> Result<Upload<'b>, String> {
-    let text = std::str::from_utf8(body).map_err(|e| format!("invalid UTF-8: {e}"))?;
+    let text = simdutf8::compat::from_utf8(body).map_err(|e| format!("invalid UTF-8: {e}"))?;
     let mut cur = Cursor::new(text.as_bytes());
     let mut top = Top::default();
     // The cut of the top level, for a bare measurement.
