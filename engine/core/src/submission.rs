@@ -237,7 +237,8 @@ pub fn read_metadata(body: &[u8]) -> Result<Metadata, Rejection> {
         return Err(Rejection::Empty);
     }
     // serde_json does not check the UTF-8 of strings it skips over.
-    let text = simdutf8::compat::from_utf8(body).map_err(|e| Rejection::NotUtf8(e.valid_up_to()))?;
+    let text =
+        simdutf8::compat::from_utf8(body).map_err(|e| Rejection::NotUtf8(e.valid_up_to()))?;
     // serde would also map a JSON array onto the struct, field by field.
     if !text.trim_start().starts_with('{') {
         return Err(Rejection::BadJson(
