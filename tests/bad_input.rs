@@ -440,3 +440,60 @@ async fn probe_protocol_shapes() {
     let r = c.get(engine.url("/report")).send().await.unwrap();
     assert_eq!(r.status(), 405);
 }
+
+/// A measurement nested far deeper than any parser here reads: accepted (it is valid
+/// JSON, and what a probe was told is stored is never lost), scored as a failure
+/// without exhausting a worker's stack (the cut for a scorer recursed once per level),
+/// and the engine keeps scoring.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_measurements_are_kept_and_fail_to_score_without_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let tdb = TestDb::new(Db::Sqlite, dir.path()).await;
+    let mut engine = Engine::start(&dir.path().join("data"), &tdb.url, &[]);
+    let store = tdb.store().await;
+    let c = client();
+    let levels = 100_000;
+    let mut uids = Vec::new();
+    // Under a compared path (http_invalid_request_line's `sent`) and under a read one
+    // (telegram's `requests`).
+    for (test_name, key) in [
+        ("http_invalid_request_line", "sent"),
+        ("telegram", "requests"),
+    ] {
+        let msm = json!({"test_name": test_name, "probe_cc": "IT", "probe_asn": "AS30722",
+            "test_start_time": "2026-11-27 00:00:00",
+            "measurement_start_time": "2026-11-27 00:00:01", "test_keys": {}});
+        let rid = open_report(&c, &engine, &msm).await;
+        let body = format!(
+            r#"{{"format":"json","content":{{"report_id":"{rid}","test_name":"{test_name}","probe_cc":"IT","probe_asn":"AS30722","test_start_time":"2026-11-27 00:00:00","measurement_start_time":"2026-11-27 00:00:01","test_keys":{{"{key}":{}1{}}}}}}}"#,
+            "[".repeat(levels),
+            "]".repeat(levels)
+        );
+        let r = c
+            .post(engine.url(&format!("/report/{rid}")))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        uids.push(uid_of(r).await);
+    }
+    let ok = submit_measurement(&c, &engine, &measurement()).await;
+    uids.push(ok.clone());
+    let rows = rows_by_uid(&store, &uids, std::time::Duration::from_secs(60)).await;
+    for uid in &uids[..2] {
+        let row = &rows[uid];
+        assert!(row.msm_failure, "{}: {}", row.test_name, row.scores);
+        assert!(row.scores.contains("scorer error"), "{}", row.scores);
+    }
+    assert!(
+        !rows[&ok].scores.contains("scorer error"),
+        "{}",
+        rows[&ok].scores
+    );
+    assert_eq!(
+        c.get(engine.url("/health")).send().await.unwrap().status(),
+        200
+    );
+    engine.kill();
+}

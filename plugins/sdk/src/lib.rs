@@ -76,6 +76,13 @@ pub mod testing {
     pub fn score_as_sent<S: Scorer>(msm: &Value, host: &dyn Host) -> Result<Scores, String> {
         let whole = S::score(msm, host);
         if S::INFO.reads.is_empty() {
+            assert!(
+                S::INFO.bodies.is_empty()
+                    && S::INFO.headers.is_empty()
+                    && S::INFO.compared.is_empty()
+                    && !S::INFO.drops_unread,
+                "INFO.bodies, headers, compared and drops_unread need INFO.reads: the engine refuses such a module"
+            );
             return whole;
         }
         let mut reads = Reads::with_matched(S::INFO.reads, S::INFO.bodies, S::INFO.headers)

@@ -73,8 +73,9 @@ pub enum Read {
     /// itself, when a string, as it is. For a value whose members are only compared
     /// with `==` to the members of other compared values: two such strings are equal
     /// exactly when their digests are (but for a collision of a 128-bit hash), a digest
-    /// never equals a string sent as it is, and numbers, booleans, nulls, lengths and
-    /// key order are kept.
+    /// never equals a string sent as it is, and numbers, booleans, nulls, the sizes of
+    /// arrays and objects and key order are kept (a digest records its string's length
+    /// in bytes).
     Compared,
 }
 
@@ -283,6 +284,7 @@ impl Reads {
         let cut = Cut {
             hook,
             drop_unread: self.drop_unread,
+            depth: 0,
         };
         value(&self.root, &mut cur, &mut out, cut)?;
         cur.end()?;
@@ -334,13 +336,39 @@ pub type MatchHook<'h> = &'h dyn Fn(Matched, &[u8]) -> Option<String>;
 struct Cut<'h> {
     hook: Option<MatchHook<'h>>,
     drop_unread: bool,
+    /// How many objects and arrays enclose the value.
+    depth: usize,
+}
+
+impl Cut<'_> {
+    /// The cut of what a container at the cursor holds. The walk recurses once per
+    /// level, so a text nested deeper than serde_json reads (which the scorer would
+    /// refuse whole anyway) is refused here rather than allowed to exhaust the stack.
+    fn inside(self, cur: &Cursor<'_>) -> ScanResult<Self> {
+        nested(self.depth, cur)?;
+        Ok(Cut {
+            depth: self.depth + 1,
+            ..self
+        })
+    }
+}
+
+/// Refuses a container at `depth` that serde_json would refuse (`MAX_DEPTH`).
+fn nested(depth: usize, cur: &Cursor<'_>) -> ScanResult<()> {
+    if depth + 1 >= crate::jsonscan::MAX_DEPTH {
+        return Err(crate::jsonscan::ScanError {
+            what: "nested too deeply",
+            offset: cur.i,
+        });
+    }
+    Ok(())
 }
 
 fn value(node: &Node, cur: &mut Cursor<'_>, out: &mut Vec<u8>, cut: Cut<'_>) -> ScanResult<()> {
     let b = cur.bytes();
     let start = cur.i;
     if node.compared {
-        return compared(cur, out, &mut Vec::new(), true);
+        return compared(cur, out, &mut Vec::new(), cut.depth, true);
     }
     if node.whole {
         cur.skip_trusted()?;
@@ -359,12 +387,14 @@ fn value(node: &Node, cur: &mut Cursor<'_>, out: &mut Vec<u8>, cut: Cut<'_>) -> 
         Some(b'{') => {
             out.push(b'{');
             let mut first = true;
+            let cut = cut.inside(cur)?;
             cur.object(|raw, escaped, cur| member(node, raw, escaped, cur, out, cut, &mut first))?;
             out.push(b'}');
         }
         Some(b'[') => {
             out.push(b'[');
             let mut first = true;
+            let cut = cut.inside(cur)?;
             cur.array(|cur| {
                 if !first {
                     out.push(b',');
@@ -418,6 +448,7 @@ fn compared(
     cur: &mut Cursor<'_>,
     out: &mut Vec<u8>,
     scratch: &mut Vec<u8>,
+    depth: usize,
     top: bool,
 ) -> ScanResult<()> {
     let b = cur.bytes();
@@ -430,6 +461,7 @@ fn compared(
             compared_string(token, escaped, out, scratch);
         }
         Some(b'{') => {
+            nested(depth, cur)?;
             out.push(b'{');
             let mut first = true;
             cur.object(|raw, escaped, cur| {
@@ -440,18 +472,19 @@ fn compared(
                 let at = raw.as_ptr() as usize - b.as_ptr() as usize;
                 compared_string(&b[at - 1..at + raw.len() + 1], escaped, out, scratch);
                 out.push(b':');
-                compared(cur, out, scratch, false)
+                compared(cur, out, scratch, depth + 1, false)
             })?;
             out.push(b'}');
         }
         Some(b'[') => {
+            nested(depth, cur)?;
             out.push(b'[');
             let mut first = true;
             cur.array(|cur| {
                 if !std::mem::take(&mut first) {
                     out.push(b',');
                 }
-                compared(cur, out, scratch, false)
+                compared(cur, out, scratch, depth + 1, false)
             })?;
             out.push(b']');
         }
@@ -584,9 +617,11 @@ impl<'r, 'h> ObjectCut<'r, 'h> {
     pub fn new(reads: &'r Reads, hook: Option<MatchHook<'h>>) -> Option<ObjectCut<'r, 'h>> {
         (!reads.root.whole).then(|| ObjectCut {
             root: &reads.root,
+            // The members of the measurement's object.
             cut: Cut {
                 hook,
                 drop_unread: reads.drop_unread,
+                depth: 1,
             },
             out: {
                 let mut out = Vec::with_capacity(4096);
@@ -908,6 +943,37 @@ mod tests {
             .unwrap()
             .comparing(&["t.s", "t.*r"])
             .is_ok());
+    }
+
+    #[test]
+    fn texts_nested_deeper_than_serde_json_reads_are_refused_without_recursing() {
+        let nest = |n: usize| format!(r#"{{"t": {}1{}}}"#, "[".repeat(n), "]".repeat(n));
+        let read = Reads::new(&["t.x"]).unwrap();
+        let compared = Reads::new(&["q"]).unwrap().comparing(&["t"]).unwrap();
+        for n in [120, 126, 127, 128, 200] {
+            let text = nest(n);
+            let serde = serde_json::from_str::<Value>(&text).is_ok();
+            assert_eq!(
+                read.project(text.as_bytes()).is_ok(),
+                serde,
+                "{n} levels, read"
+            );
+            assert_eq!(
+                compared.project(text.as_bytes()).is_ok(),
+                serde,
+                "{n} levels, compared"
+            );
+        }
+        // Far deeper than a thread's stack would allow one frame per level.
+        let text = nest(1_000_000);
+        assert!(read.project(text.as_bytes()).is_err());
+        assert!(compared.project(text.as_bytes()).is_err());
+        let objects = format!(
+            r#"{{"t": {}1{}}}"#,
+            r#"{"x":"#.repeat(1_000_000),
+            "}".repeat(1_000_000)
+        );
+        assert!(compared.project(objects.as_bytes()).is_err());
     }
 
     #[test]
