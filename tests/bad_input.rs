@@ -469,14 +469,7 @@ async fn deeply_nested_measurements_are_kept_and_fail_to_score_without_a_crash()
             "[".repeat(levels),
             "]".repeat(levels)
         );
-        let r = c
-            .post(engine.url(&format!("/report/{rid}")))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        uids.push(uid_of(r).await);
+        uids.push(uid_of(post_body(&c, &engine, &rid, body).await).await);
     }
     let ok = submit_measurement(&c, &engine, &measurement()).await;
     uids.push(ok.clone());

@@ -127,13 +127,8 @@ async fn sigterm_drains_and_exits_cleanly() {
     let payloads = payloads(&c, &engine).await;
     let mut acked = Vec::new();
     for (rid, body) in &payloads {
-        let v: Value = c
-            .post(engine.url(&format!("/report/{rid}")))
-            .header("content-type", "application/json")
-            .body(body.clone())
-            .send()
+        let v: Value = post_body(&c, &engine, rid, body.clone())
             .await
-            .unwrap()
             .json()
             .await
             .unwrap();
@@ -157,14 +152,7 @@ async fn torn_files_left_by_a_crash_are_quarantined_and_whole_ones_scored() {
     let c = client();
     let mut engine = Engine::start(&data, &tdb.url, &[("OONI_UPLOAD_INTERVAL_SECS", "0")]);
     let (rid, body) = payloads(&c, &engine).await.remove(0);
-    let r = c
-        .post(engine.url(&format!("/report/{rid}")))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let uid = uid_of(r).await;
+    let uid = uid_of(post_body(&c, &engine, &rid, body).await).await;
     assert!(engine.terminate().success());
     // Two more files as a crashed process would leave them: same body hash, other
     // microseconds; one whole, one cut short.

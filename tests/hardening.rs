@@ -128,14 +128,7 @@ async fn slow_idle_and_oversized_clients_are_cut_and_service_goes_on() {
     assert_eq!(health_status(&c, &e).await.0, 200);
 
     // The upload whose body stalled was never acknowledged; a whole one is.
-    let r = c
-        .post(e.url(&format!("/report/{rid}")))
-        .body(body)
-        .header("content-type", "application/json")
-        .send()
-        .await
-        .unwrap();
-    uid_of(r).await;
+    uid_of(post_body(&c, &e, &rid, body).await).await;
     let m = metrics_text(&c, &e).await;
     assert_eq!(
         metric(&m, "ooni_upload_rejections_total{reason=\"body_timeout\"}"),

@@ -301,6 +301,21 @@ pub async fn post_measurement(
     (rid, content, r)
 }
 
+/// Submits a body the test made itself (JSON text, as a probe sends it) to a report.
+pub async fn post_body(
+    c: &reqwest::Client,
+    e: &Engine,
+    rid: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    c.post(e.url(&format!("/report/{rid}")))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Uploads `msm` as a probe would and returns the uid.
 pub async fn submit_measurement(c: &reqwest::Client, e: &Engine, msm: &Value) -> String {
     uid_of(post_measurement(c, e, msm).await.2).await
