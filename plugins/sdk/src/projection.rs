@@ -513,11 +513,12 @@ fn compared_string(token: &[u8], escaped: bool, out: &mut Vec<u8>, scratch: &mut
         return;
     }
     let digest = xxhash_rust::xxh3::xxh3_128(text);
-    let token = format!(
-        "\"\\u0000ooni-digest:xxh3-128:{digest:032x}:{:020}\"",
-        text.len()
+    let len = text.len();
+    // Written straight into the cut; writing to a Vec cannot fail.
+    let _ = std::io::Write::write_fmt(
+        out,
+        format_args!("\"\\u0000ooni-digest:xxh3-128:{digest:032x}:{len:020}\""),
     );
-    out.extend_from_slice(token.as_bytes());
 }
 
 /// Copies the text of a whole value, writing each `\uXXXX` escape of a character that
