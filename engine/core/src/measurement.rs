@@ -265,10 +265,16 @@ fn row_fields(
 pub fn peek_test_name(body: &[u8]) -> Option<Cow<'_, str>> {
     const KEY: &[u8] = b"\"test_name\"";
     const WINDOW: usize = 4096;
+    // memchr's reverse search has no SIMD: the tail is searched forwards for its
+    // last occurrence (usually its only one) instead.
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(KEY));
     let tail = body.len().saturating_sub(WINDOW);
-    let at = memchr::memmem::rfind(&body[tail..], KEY)
+    let at = FINDER
+        .find_iter(&body[tail..])
+        .last()
         .map(|i| tail + i)
-        .or_else(|| memchr::memmem::find(&body[..WINDOW.min(body.len())], KEY))
+        .or_else(|| FINDER.find(&body[..WINDOW.min(body.len())]))
         .or_else(|| memchr::memmem::rfind(&body[..tail], KEY))?;
     let mut cur = Cursor::new(body);
     cur.i = at + KEY.len();

@@ -57,6 +57,26 @@ pub(crate) fn copy_to_backslash(
     mut o: usize,
 ) -> (usize, usize) {
     let n = src.len();
+    // Sixteen bytes at a time where SSE2 is always there: a page's runs between
+    // escapes are about twenty bytes long, so most end within one or two loads.
+    #[cfg(target_arch = "x86_64")]
+    while i + 16 <= n {
+        use std::arch::x86_64::{
+            _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
+        };
+        let chunk = &src[i..i + 16];
+        out[o..o + 16].copy_from_slice(chunk);
+        // SAFETY: SSE2 is part of x86_64; the load reads the 16 bytes of `chunk`.
+        let m = unsafe {
+            let v = _mm_loadu_si128(chunk.as_ptr().cast());
+            _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8))) as u32
+        };
+        if m != 0 {
+            let k = m.trailing_zeros() as usize;
+            return (i + k, o + k);
+        }
+        (i, o) = (i + 16, o + 16);
+    }
     while i + 8 <= n {
         let mut w = [0u8; 8];
         w.copy_from_slice(&src[i..i + 8]);
@@ -602,19 +622,52 @@ fn masks(block: &[u8; 64]) -> Masks {
     m
 }
 
+/// The value of each hex digit, 0xFF for any other byte.
+const HEX: [u8; 256] = {
+    let mut t = [0xFF; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = match c as u8 {
+            d @ b'0'..=b'9' => d - b'0',
+            d @ b'a'..=b'f' => d - b'a' + 10,
+            d @ b'A'..=b'F' => d - b'A' + 10,
+            _ => 0xFF,
+        };
+        c += 1;
+    }
+    t
+};
+
 /// The four hex digits at `at`, as a number.
 pub(crate) fn hex4(b: &[u8], at: usize) -> Option<u32> {
-    b.get(at..at + 4)?
-        .iter()
-        .try_fold(0, |n, &c| Some(n << 4 | char::from(c).to_digit(16)?))
+    let d = b.get(at..at + 4)?;
+    let [a, b, c, e] = [d[0], d[1], d[2], d[3]].map(|x| HEX[usize::from(x)]);
+    // A non-digit is 0xFF, which no OR of digits (at most 15) reaches.
+    ((a | b | c | e) < 16)
+        .then(|| u32::from(a) << 12 | u32::from(b) << 8 | u32::from(c) << 4 | u32::from(e))
 }
+
+/// What each one-letter escape (`\\n`, `\\"`, ...) stands for; 0 for `u` and for
+/// letters that are no escape.
+const SIMPLE_ESCAPE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t[b'/' as usize] = b'/';
+    t[b'b' as usize] = 0x08;
+    t[b'f' as usize] = 0x0c;
+    t[b'n' as usize] = b'\n';
+    t[b'r' as usize] = b'\r';
+    t[b't' as usize] = b'\t';
+    t
+};
 
 /// The text of a string token (its quotes included) of a valid JSON text, unescaped
 /// into `out` as serde_json reads it; `false` when it is not such a token or holds
 /// an escape serde_json refuses (a lone surrogate).
 ///
 /// An HTML page escapes about one byte in ten, so the runs between backslashes are
-/// short: they are copied eight bytes at a time into a buffer sized to the input
+/// short: they are copied sixteen or eight bytes at a time into a buffer sized to the input
 /// (unescaping never lengthens a text, so the write position never passes the read
 /// position), the bytes past a run's end being overwritten by what follows.
 pub fn unescape_into(token: &[u8], out: &mut Vec<u8>) -> bool {
@@ -624,63 +677,137 @@ pub fn unescape_into(token: &[u8], out: &mut Vec<u8>) -> bool {
     else {
         return false;
     };
-    let n = inner.len();
     out.clear();
-    out.resize(n, 0);
-    let (mut i, mut o) = (0, 0);
-    while i < n {
-        (i, o) = copy_to_backslash(inner, i, out, o);
-        if i == n {
-            break;
+    out.reserve(inner.len());
+    match unescape_to(inner, out.spare_capacity_mut()) {
+        Some(o) => {
+            // SAFETY: `unescape_to` wrote (initialised) exactly `dst[..o]`.
+            unsafe { out.set_len(o) };
+            true
         }
-        let plain = match inner.get(i + 1) {
-            Some(b'"') => b'"',
-            Some(b'\\') => b'\\',
-            Some(b'/') => b'/',
-            Some(b'b') => 0x08,
-            Some(b'f') => 0x0c,
-            Some(b'n') => b'\n',
-            Some(b'r') => b'\r',
-            Some(b't') => b'\t',
-            Some(b'u') => {
-                let Some(unit) = hex4(inner, i + 2) else {
-                    return false;
-                };
-                let (code, len) = match unit {
-                    0xD800..=0xDBFF => {
-                        let low = (inner.get(i + 6..i + 8) == Some(b"\\u"))
-                            .then(|| hex4(inner, i + 8))
-                            .flatten();
-                        match low {
-                            Some(lo @ 0xDC00..=0xDFFF) => {
-                                (0x10000 + ((unit - 0xD800) << 10) + (lo - 0xDC00), 12)
-                            }
-                            _ => return false,
-                        }
-                    }
-                    0xDC00..=0xDFFF => return false,
-                    _ => (unit, 6),
-                };
-                let Some(ch) = char::from_u32(code) else {
-                    return false;
-                };
-                let utf8 = ch.len_utf8();
-                ch.encode_utf8(&mut out[o..o + utf8]);
-                (i, o) = (i + len, o + utf8);
-                continue;
-            }
-            _ => return false,
-        };
-        out[o] = plain;
-        (i, o) = (i + 2, o + 1);
+        None => false,
     }
-    out.truncate(o);
-    true
+}
+
+/// Unescapes the inside of a string token into `dst` (at least as long as `src`):
+/// `Some(o)` when `dst[..o]` holds the text, every byte of it written.
+fn unescape_to(src: &[u8], dst: &mut [std::mem::MaybeUninit<u8>]) -> Option<usize> {
+    let n = src.len();
+    assert!(dst.len() >= n, "unescaping needs room for the whole input");
+    // Every step below writes at most as many bytes as it reads, so `o <= i` holds
+    // throughout and every write ends at or before `n`.
+    let (mut i, mut o) = (0, 0);
+    loop {
+        (i, o) = copy_run(src, i, dst, o);
+        if i == n {
+            return Some(o);
+        }
+        let letter = *src.get(i + 1)?;
+        let plain = SIMPLE_ESCAPE[usize::from(letter)];
+        if plain != 0 {
+            dst[o].write(plain);
+            (i, o) = (i + 2, o + 1);
+            continue;
+        }
+        if letter != b'u' {
+            return None;
+        }
+        let unit = hex4(src, i + 2)?;
+        // ASCII (`\u003c`, as Go writes `<`): one byte, no char to build.
+        if unit < 0x80 {
+            dst[o].write(unit as u8);
+            (i, o) = (i + 6, o + 1);
+            continue;
+        }
+        let (code, len) = match unit {
+            0xD800..=0xDBFF => {
+                if src.get(i + 6..i + 8) != Some(b"\\u") {
+                    return None;
+                }
+                match hex4(src, i + 8)? {
+                    lo @ 0xDC00..=0xDFFF => (0x10000 + ((unit - 0xD800) << 10) + (lo - 0xDC00), 12),
+                    _ => return None,
+                }
+            }
+            0xDC00..=0xDFFF => return None,
+            _ => (unit, 6),
+        };
+        let ch = char::from_u32(code)?;
+        let mut utf8 = [0u8; 4];
+        for &b in ch.encode_utf8(&mut utf8).as_bytes() {
+            dst[o].write(b);
+            o += 1;
+        }
+        i += len;
+    }
+}
+
+/// Copies `src[i..]` to `dst[o..]` up to the next backslash or the end (`o <= i`,
+/// `dst` at least as long as `src`); returns where the run ends in both. Bytes past
+/// the run's end may be written too, for what follows to overwrite.
+#[inline(always)]
+fn copy_run(
+    src: &[u8],
+    mut i: usize,
+    dst: &mut [std::mem::MaybeUninit<u8>],
+    mut o: usize,
+) -> (usize, usize) {
+    let n = src.len();
+    debug_assert!(o <= i && dst.len() >= n);
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{
+            _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8, _mm_storeu_si128,
+        };
+        if o <= i && dst.len() >= n {
+            while i + 16 <= n {
+                // SAFETY: SSE2 is part of x86_64. The load reads `src[i..i + 16]`; the
+                // store writes `dst[o..o + 16]`, in bounds as `o <= i` and
+                // `i + 16 <= n <= dst.len()` (checked above).
+                let m = unsafe {
+                    let v = _mm_loadu_si128(src.as_ptr().add(i).cast());
+                    _mm_storeu_si128(dst.as_mut_ptr().add(o).cast(), v);
+                    _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8))) as u32
+                };
+                if m != 0 {
+                    let k = m.trailing_zeros() as usize;
+                    return (i + k, o + k);
+                }
+                (i, o) = (i + 16, o + 16);
+            }
+        }
+    }
+    while i + 8 <= n {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&src[i..i + 8]);
+        for (d, &b) in dst[o..o + 8].iter_mut().zip(&w) {
+            d.write(b);
+        }
+        let m = eq_mask(u64::from_le_bytes(w), b'\\');
+        if m != 0 {
+            let k = (m.trailing_zeros() / 8) as usize;
+            return (i + k, o + k);
+        }
+        (i, o) = (i + 8, o + 8);
+    }
+    while i < n && src[i] != b'\\' {
+        dst[o].write(src[i]);
+        (i, o) = (i + 1, o + 1);
+    }
+    (i, o)
 }
 
 /// A key's text, unescaped if it needs to be.
 pub fn key_text(raw: &[u8], escaped: bool) -> Option<std::borrow::Cow<'_, str>> {
     if !escaped {
+        // Keys are short and nearly always ASCII: checked inline rather than by a
+        // call to the general UTF-8 check (a few percent of a walk).
+        if raw.is_ascii() {
+            // SAFETY: ASCII is valid UTF-8.
+            return Some(std::borrow::Cow::Borrowed(unsafe {
+                std::str::from_utf8_unchecked(raw)
+            }));
+        }
         return std::str::from_utf8(raw)
             .ok()
             .map(std::borrow::Cow::Borrowed);
@@ -863,13 +990,23 @@ mod tests {
             assert!(unescape_into(c.as_bytes(), &mut out), "{c}");
             assert_eq!(out, want.as_bytes(), "{c}");
         }
-        // Every escape at every offset around the eight-byte words, runs of every length.
-        for esc in [r#"\""#, r"\n", r"\u00e9", r"\ud83d\ude00", r"\\"] {
-            for before in 0..20 {
+        // Every escape at every offset around the eight- and sixteen-byte loads, runs of
+        // every length.
+        for esc in [
+            r#"\""#,
+            r"\n",
+            r"\u00e9",
+            r"\u003c",
+            r"\u007f",
+            r"\u0080",
+            r"\ud83d\ude00",
+            r"\\",
+        ] {
+            for before in 0..40 {
                 for after in 0..12 {
                     let text = format!(
                         "\"{}{esc}{}{esc}\"",
-                        "abcdefghijklmnopqrs"[..before].to_owned(),
+                        "abcdefghijklmnopqrstuvwxyz0123456789ABCD"[..before].to_owned(),
                         "é-xyz<p>/ k".chars().take(after).collect::<String>()
                     );
                     let want: String = serde_json::from_str(&text).unwrap();
@@ -889,6 +1026,9 @@ mod tests {
             r#""\ud800\u0041""#,
             r#""\x""#,
             r#""\u12""#,
+            r#""\u12g4""#,
+            r#""\uD83D\uDE0""#,
+            r#""abc\""#,
             "x",
             "\"",
         ] {

@@ -58,6 +58,15 @@ pub fn matched_headers(raw: &[u8], host: &dyn Host) -> Option<String> {
     Some(matched_text(host.match_http_headers(text)))
 }
 
+/// The most a thread's body buffer keeps between bodies.
+const KEPT_BYTES: usize = 1 << 20;
+
+thread_local! {
+    /// The last body unescaped on this thread: one buffer for them all rather than an
+    /// allocation of a body's size each (cut back after a body past `KEPT_BYTES`).
+    static UNESCAPED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// What the engine sends in place of one body value (its raw JSON text): the body's
 /// fingerprint matches, for a string or a base64 body that decodes. Anything else is
 /// sent as it is (so the scorer fails or skips it as before), except an object that
@@ -68,13 +77,14 @@ pub fn matched_headers(raw: &[u8], host: &dyn Host) -> Option<String> {
 pub fn matched_body(raw: &[u8], host: &dyn Host) -> Option<String> {
     let matches = match raw.first()? {
         // Most bodies: read straight from the token, no string value built.
-        b'"' => {
-            let mut bytes = Vec::new();
-            if !crate::jsonscan::unescape_into(raw, &mut bytes) {
-                return None;
+        b'"' => UNESCAPED.with_borrow_mut(|bytes| {
+            let matches =
+                crate::jsonscan::unescape_into(raw, bytes).then(|| host.match_http_body(bytes));
+            if bytes.capacity() > KEPT_BYTES {
+                *bytes = Vec::new();
             }
-            host.match_http_body(&bytes)
-        }
+            matches
+        })?,
         b'{' => {
             let body: Value = serde_json::from_slice(raw).ok()?;
             if body.get("format").and_then(Value::as_str) == Some(MATCHED_FORMAT) {
