@@ -341,4 +341,36 @@ mod tests {
             Some("{}")
         );
     }
+
+    #[test]
+    fn one_buffer_serves_bodies_of_every_size_and_keeps_none_of_them() {
+        let host = Recorder::default();
+        let huge = format!("{}\\\"", "x".repeat(KEPT_BYTES + 100));
+        let long = format!("{}\\n", "y".repeat(1000));
+        // Longest first: a shorter body must not see the bytes of the one before it.
+        for text in [
+            huge.as_str(),
+            long.as_str(),
+            "abc\\u00e9",
+            "",
+            "\\\"q\\\"",
+            "abcdefghijklmnopqrstuvwxyz",
+        ] {
+            let raw = format!("\"{text}\"");
+            let want: String = serde_json::from_str(&raw).unwrap();
+            matched_body(raw.as_bytes(), &host).unwrap();
+            assert_eq!(host.0.borrow().last().unwrap(), want.as_bytes());
+            // Past `KEPT_BYTES` the buffer is let go; below it, kept for the next.
+            let kept = UNESCAPED.with_borrow(Vec::capacity);
+            assert!(
+                kept <= KEPT_BYTES,
+                "{kept} bytes kept after a {}-byte body",
+                want.len()
+            );
+        }
+        // A text that fails to unescape (a lone surrogate) is not matched at all.
+        let asked = host.0.borrow().len();
+        assert_eq!(matched_body(br#""ab\ud800""#, &host), None);
+        assert_eq!(host.0.borrow().len(), asked);
+    }
 }
