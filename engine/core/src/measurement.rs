@@ -265,8 +265,8 @@ fn row_fields(
 pub fn peek_test_name(body: &[u8]) -> Option<Cow<'_, str>> {
     const KEY: &[u8] = b"\"test_name\"";
     const WINDOW: usize = 4096;
-    // memchr's reverse search has no SIMD: the tail is searched forwards for its
-    // last occurrence (usually its only one) instead.
+    // memchr's reverse search has no SIMD: the whole tail is searched forwards for its
+    // last occurrence (usually its only one) instead, which costs less.
     static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
         std::sync::LazyLock::new(|| memchr::memmem::Finder::new(KEY));
     let tail = body.len().saturating_sub(WINDOW);

@@ -46,10 +46,11 @@ fn eq_mask(w: u64, byte: u8) -> u64 {
     !(((x & !HI).wrapping_add(!HI)) | x) & HI
 }
 
-/// Copies `src[i..]` to `out[o..]` up to the next backslash (or the end), eight bytes
-/// at a time: bytes past the run may be written too, for the caller to overwrite, so
-/// `out` must have room for all of `src[i..]` at `o`. Returns where the run ends in
-/// both. For unescaping and re-escaping, whose output is never longer than their input.
+/// Copies `src[i..]` to `out[o..]` up to the next backslash (or the end), sixteen or
+/// eight bytes at a time: bytes past the run may be written too, for the caller to
+/// overwrite, so `out` must have room for all of `src[i..]` at `o`. Returns where the
+/// run ends in both. For re-escaping (`projection::copy_plain`), whose output is never
+/// longer than its input; `copy_run` is the same walk into uninitialised room.
 pub(crate) fn copy_to_backslash(
     src: &[u8],
     mut i: usize,
@@ -639,15 +640,15 @@ const HEX: [u8; 256] = {
 };
 
 /// The four hex digits at `at`, as a number.
-pub(crate) fn hex4(b: &[u8], at: usize) -> Option<u32> {
-    let d = b.get(at..at + 4)?;
-    let [a, b, c, e] = [d[0], d[1], d[2], d[3]].map(|x| HEX[usize::from(x)]);
+pub(crate) fn hex4(text: &[u8], at: usize) -> Option<u32> {
+    let d = text.get(at..at + 4)?;
+    let [w, x, y, z] = [d[0], d[1], d[2], d[3]].map(|c| HEX[usize::from(c)]);
     // A non-digit is 0xFF, which no OR of digits (at most 15) reaches.
-    ((a | b | c | e) < 16)
-        .then(|| u32::from(a) << 12 | u32::from(b) << 8 | u32::from(c) << 4 | u32::from(e))
+    ((w | x | y | z) < 16)
+        .then(|| u32::from(w) << 12 | u32::from(x) << 8 | u32::from(y) << 4 | u32::from(z))
 }
 
-/// What each one-letter escape (`\\n`, `\\"`, ...) stands for; 0 for `u` and for
+/// What each one-letter escape (`\n`, `\"`, ...) stands for; 0 for `u` and for
 /// letters that are no escape.
 const SIMPLE_ESCAPE: [u8; 256] = {
     let mut t = [0u8; 256];
@@ -681,7 +682,7 @@ pub fn unescape_into(token: &[u8], out: &mut Vec<u8>) -> bool {
     out.reserve(inner.len());
     match unescape_to(inner, out.spare_capacity_mut()) {
         Some(o) => {
-            // SAFETY: `unescape_to` wrote (initialised) exactly `dst[..o]`.
+            // SAFETY: `unescape_to` wrote (initialised) every byte of `dst[..o]`.
             unsafe { out.set_len(o) };
             true
         }
@@ -1003,11 +1004,16 @@ mod tests {
             r"\\",
         ] {
             for before in 0..40 {
-                for after in 0..12 {
+                // Runs after the first escape reach past a sixteen-byte load too, where
+                // the write position trails the read position.
+                for after in 0..40 {
                     let text = format!(
                         "\"{}{esc}{}{esc}\"",
                         "abcdefghijklmnopqrstuvwxyz0123456789ABCD"[..before].to_owned(),
-                        "é-xyz<p>/ k".chars().take(after).collect::<String>()
+                        "é-xyz<p>/ k0123456789abcdefghijklmnopqrstu"
+                            .chars()
+                            .take(after)
+                            .collect::<String>()
                     );
                     let want: String = serde_json::from_str(&text).unwrap();
                     assert!(unescape_into(text.as_bytes(), &mut out), "{text}");

@@ -529,7 +529,7 @@ fn compared_string(token: &[u8], escaped: bool, out: &mut Vec<u8>, scratch: &mut
 /// are copied as they are.
 fn copy_plain(raw: &[u8], out: &mut Vec<u8>) {
     // The copy is never longer than the text, so it is written into room made for the
-    // whole text, runs between backslashes eight bytes at a time (an escape every few
+    // whole text, runs between backslashes sixteen or eight bytes at a time (an escape every few
     // bytes is common), and cut to length at the end.
     let n = raw.len();
     let base = out.len();
