@@ -46,56 +46,6 @@ fn eq_mask(w: u64, byte: u8) -> u64 {
     !(((x & !HI).wrapping_add(!HI)) | x) & HI
 }
 
-/// Copies `src[i..]` to `out[o..]` up to the next backslash (or the end), sixteen or
-/// eight bytes at a time: bytes past the run may be written too, for the caller to
-/// overwrite, so `out` must have room for all of `src[i..]` at `o`. Returns where the
-/// run ends in both. For re-escaping (`projection::copy_plain`), whose output is never
-/// longer than its input; `copy_run` is the same walk into uninitialised room.
-pub(crate) fn copy_to_backslash(
-    src: &[u8],
-    mut i: usize,
-    out: &mut [u8],
-    mut o: usize,
-) -> (usize, usize) {
-    let n = src.len();
-    // Sixteen bytes at a time where SSE2 is always there: a page's runs between
-    // escapes are about twenty bytes long, so most end within one or two loads.
-    #[cfg(target_arch = "x86_64")]
-    while i + 16 <= n {
-        use std::arch::x86_64::{
-            _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
-        };
-        let chunk = &src[i..i + 16];
-        out[o..o + 16].copy_from_slice(chunk);
-        // SAFETY: SSE2 is part of x86_64; the load reads the 16 bytes of `chunk`.
-        let m = unsafe {
-            let v = _mm_loadu_si128(chunk.as_ptr().cast());
-            _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8))) as u32
-        };
-        if m != 0 {
-            let k = m.trailing_zeros() as usize;
-            return (i + k, o + k);
-        }
-        (i, o) = (i + 16, o + 16);
-    }
-    while i + 8 <= n {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&src[i..i + 8]);
-        out[o..o + 8].copy_from_slice(&w);
-        let m = eq_mask(u64::from_le_bytes(w), b'\\');
-        if m != 0 {
-            let k = (m.trailing_zeros() / 8) as usize;
-            return (i + k, o + k);
-        }
-        (i, o) = (i + 8, o + 8);
-    }
-    while i < n && src[i] != b'\\' {
-        out[o] = src[i];
-        (i, o) = (i + 1, o + 1);
-    }
-    (i, o)
-}
-
 /// Bytes of `w` that are `"`, `\` or below 0x20 get their high bit set (SWAR; exact
 /// for every byte, so the first flagged byte is the first such byte).
 #[inline(always)]
@@ -747,7 +697,7 @@ fn unescape_to(src: &[u8], dst: &mut [std::mem::MaybeUninit<u8>]) -> Option<usiz
 /// `dst` at least as long as `src`); returns where the run ends in both. Bytes past
 /// the run's end may be written too, for what follows to overwrite.
 #[inline(always)]
-fn copy_run(
+pub(crate) fn copy_run(
     src: &[u8],
     mut i: usize,
     dst: &mut [std::mem::MaybeUninit<u8>],

@@ -528,34 +528,35 @@ fn compared_string(token: &[u8], escaped: bool, out: &mut Vec<u8>, scratch: &mut
 /// are needed (quotes, backslashes, control characters) and any a parser would refuse
 /// are copied as they are.
 fn copy_plain(raw: &[u8], out: &mut Vec<u8>) {
-    // The copy is never longer than the text, so it is written into room made for the
-    // whole text, runs between backslashes sixteen or eight bytes at a time (an escape every few
-    // bytes is common), and cut to length at the end.
+    // The copy is never longer than the text (no escape's replacement is longer than
+    // the escape), so it is written into room reserved for the whole text, runs between
+    // backslashes a SIMD load at a time (an escape every few bytes is common), and
+    // its length set at the end.
     let n = raw.len();
-    let base = out.len();
-    out.resize(base + n, 0);
-    let (mut i, mut o) = (0, base);
+    out.reserve(n);
+    let dst = &mut out.spare_capacity_mut()[..n];
+    let (mut i, mut o) = (0, 0);
     while i < n {
-        (i, o) = crate::jsonscan::copy_to_backslash(raw, i, out, o);
+        (i, o) = crate::jsonscan::copy_run(raw, i, dst, o);
         if i == n {
             break;
         }
         let (len, plain) = plain_escape(raw, i);
         let len = len.min(n - i);
-        match plain {
-            Some(c) => {
-                let l = c.len_utf8();
-                c.encode_utf8(&mut out[o..o + l]);
-                o += l;
-            }
-            None => {
-                out[o..o + len].copy_from_slice(&raw[i..i + len]);
-                o += len;
-            }
+        let mut utf8 = [0u8; 4];
+        let replacement = match plain {
+            Some(c) => c.encode_utf8(&mut utf8).as_bytes(),
+            None => &raw[i..i + len],
+        };
+        for &b in replacement {
+            dst[o].write(b);
+            o += 1;
         }
         i += len;
     }
-    out.truncate(o);
+    let len = out.len() + o;
+    // SAFETY: every one of the first `o` bytes of the spare capacity was written above.
+    unsafe { out.set_len(len) };
 }
 
 /// The escape at `at` (a backslash): how many bytes it takes, and the character to
@@ -838,7 +839,8 @@ mod tests {
         let b: Value = serde_json::from_str(&cut).unwrap();
         assert_eq!(a, b, "{cut}");
         assert!(cut.len() < valid.len());
-        // Every escape at every offset around the eight-byte words.
+        // Every escape at every offset around the sixteen- and eight-byte loads, and
+        // runs after an escape longer than a load (the copy then trails the text).
         let reads = Reads::new(&["s"]).unwrap();
         for esc in [
             r"\u0410",
@@ -849,15 +851,18 @@ mod tests {
             r"\n",
             r"\u001f",
         ] {
-            for before in 0..20 {
-                let text = format!(
-                    r#"{{"s": "{}{esc}xyz{esc}"}}"#,
-                    &"abcdefghijklmnopqrs"[..before]
-                );
-                let cut = as_text(reads.project(text.as_bytes()));
-                let a: Value = serde_json::from_str(&text).unwrap();
-                let b: Value = serde_json::from_str(&cut).unwrap();
-                assert_eq!(a, b, "{text} → {cut}");
+            for before in 0..40 {
+                for after in [3, 15, 16, 17, 33] {
+                    let text = format!(
+                        r#"{{"s": "{}{esc}{}{esc}"}}"#,
+                        &"abcdefghijklmnopqrstuvwxyz0123456789ABCD"[..before],
+                        &"xyz-0123456789-abcdefghijklmnopqrstuvw"[..after]
+                    );
+                    let cut = as_text(reads.project(text.as_bytes()));
+                    let a: Value = serde_json::from_str(&text).unwrap();
+                    let b: Value = serde_json::from_str(&cut).unwrap();
+                    assert_eq!(a, b, "{text} → {cut}");
+                }
             }
         }
     }
