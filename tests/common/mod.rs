@@ -292,12 +292,8 @@ pub async fn post_measurement(
     let rid = open_report(c, e, msm).await;
     let mut content = msm.clone();
     content["report_id"] = json!(rid);
-    let r = c
-        .post(e.url(&format!("/report/{rid}")))
-        .json(&json!({"format": "json", "content": content}))
-        .send()
-        .await
-        .unwrap();
+    let body = json!({"format": "json", "content": content}).to_string();
+    let r = post_body(c, e, &rid, body).await;
     (rid, content, r)
 }
 

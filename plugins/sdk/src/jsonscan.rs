@@ -64,6 +64,15 @@ impl<'a> Cursor<'a> {
         self.b
     }
 
+    /// Refuses a container here at `depth` (the containers around it) that serde_json
+    /// would refuse: it reads `MAX_DEPTH - 1` levels.
+    pub(crate) fn check_depth(&self, depth: usize) -> Result<()> {
+        if depth + 1 >= MAX_DEPTH {
+            return self.err("nested too deeply");
+        }
+        Ok(())
+    }
+
     fn err<T>(&self, what: &'static str) -> Result<T> {
         Err(ScanError {
             what,
@@ -255,10 +264,14 @@ impl<'a> Cursor<'a> {
             b'"' => {
                 self.string()?;
             }
-            // serde_json refuses the MAX_DEPTH-th level.
-            b'{' | b'[' if depth + 1 >= MAX_DEPTH => return self.err("nested too deeply"),
-            b'{' => self.object(|_, _, cur| cur.skip_at_depth(depth + 1).map(drop))?,
-            b'[' => self.array(|cur| cur.skip_at_depth(depth + 1).map(drop))?,
+            b'{' => {
+                self.check_depth(depth)?;
+                self.object(|_, _, cur| cur.skip_at_depth(depth + 1).map(drop))?
+            }
+            b'[' => {
+                self.check_depth(depth)?;
+                self.array(|cur| cur.skip_at_depth(depth + 1).map(drop))?
+            }
             b't' => self.literal(b"true")?,
             b'f' => self.literal(b"false")?,
             b'n' => self.literal(b"null")?,
@@ -746,6 +759,39 @@ pub(crate) fn copy_run(
         (i, o) = (i + 1, o + 1);
     }
     (i, o)
+}
+
+/// The most a thread's unescaping buffer keeps between strings.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) const KEPT_BYTES: usize = 1 << 20;
+
+#[cfg(not(target_arch = "wasm32"))]
+thread_local! {
+    /// The last long string unescaped on this thread (a body, an echoed page): one
+    /// buffer for them all rather than an allocation of a string's size each (let go after one past `KEPT_BYTES`).
+    pub(crate) static UNESCAPED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Unescapes a string token (`unescape_into`) and hands its bytes to `f`; `None` when
+/// serde_json would refuse the string. On the host one buffer per thread serves every
+/// string. In a module each gets its own: the module's arena takes back all that a call
+/// allocated, so a buffer kept from one call to the next would be handed out twice.
+pub(crate) fn with_unescaped<R>(raw: &[u8], f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        UNESCAPED.with_borrow_mut(|bytes| {
+            let r = unescape_into(raw, bytes).then(|| f(bytes));
+            if bytes.capacity() > KEPT_BYTES {
+                *bytes = Vec::new();
+            }
+            r
+        })
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let mut bytes = Vec::new();
+        unescape_into(raw, &mut bytes).then(|| f(&bytes))
+    }
 }
 
 /// A key's text, unescaped if it needs to be.

@@ -58,39 +58,6 @@ pub fn matched_headers(raw: &[u8], host: &dyn Host) -> Option<String> {
     Some(matched_text(host.match_http_headers(text)))
 }
 
-/// The most a thread's body buffer keeps between bodies.
-#[cfg(not(target_arch = "wasm32"))]
-const KEPT_BYTES: usize = 1 << 20;
-
-#[cfg(not(target_arch = "wasm32"))]
-thread_local! {
-    /// The last body unescaped on this thread: one buffer for them all rather than an
-    /// allocation of a body's size each (let go after a body past `KEPT_BYTES`).
-    static UNESCAPED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Unescapes a body's string token and hands its bytes to `f`; `None` when serde_json
-/// would refuse the string. On the host one buffer per thread serves every body. In a
-/// module each body gets its own: the module's arena takes back all that a call
-/// allocated, so a buffer kept from one call to the next would be handed out twice.
-fn with_unescaped<R>(raw: &[u8], f: impl FnOnce(&[u8]) -> R) -> Option<R> {
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        UNESCAPED.with_borrow_mut(|bytes| {
-            let r = crate::jsonscan::unescape_into(raw, bytes).then(|| f(bytes));
-            if bytes.capacity() > KEPT_BYTES {
-                *bytes = Vec::new();
-            }
-            r
-        })
-    }
-    #[cfg(target_arch = "wasm32")]
-    {
-        let mut bytes = Vec::new();
-        crate::jsonscan::unescape_into(raw, &mut bytes).then(|| f(&bytes))
-    }
-}
-
 /// What the engine sends in place of one body value (its raw JSON text): the body's
 /// fingerprint matches, for a string or a base64 body that decodes. Anything else is
 /// sent as it is (so the scorer fails or skips it as before), except an object that
@@ -101,7 +68,7 @@ fn with_unescaped<R>(raw: &[u8], f: impl FnOnce(&[u8]) -> R) -> Option<R> {
 pub fn matched_body(raw: &[u8], host: &dyn Host) -> Option<String> {
     let matches = match raw.first()? {
         // Most bodies: read straight from the token, no string value built.
-        b'"' => with_unescaped(raw, |bytes| host.match_http_body(bytes))?,
+        b'"' => crate::jsonscan::with_unescaped(raw, |bytes| host.match_http_body(bytes))?,
         b'{' => {
             let body: Value = serde_json::from_slice(raw).ok()?;
             if body.get("format").and_then(Value::as_str) == Some(MATCHED_FORMAT) {
@@ -362,7 +329,7 @@ mod tests {
     #[test]
     fn one_buffer_serves_bodies_of_every_size_and_lets_go_of_large_ones() {
         let host = Recorder::default();
-        let huge = format!("{}\\\"", "x".repeat(KEPT_BYTES + 100));
+        let huge = format!("{}\\\"", "x".repeat(crate::jsonscan::KEPT_BYTES + 100));
         let long = format!("{}\\n", "y".repeat(1000));
         // Longest first: a shorter body must not see the bytes of the one before it.
         for text in [
@@ -378,9 +345,9 @@ mod tests {
             matched_body(raw.as_bytes(), &host).unwrap();
             assert_eq!(host.0.borrow().last().unwrap(), want.as_bytes());
             // Past `KEPT_BYTES` the buffer is let go; below it, kept for the next.
-            let kept = UNESCAPED.with_borrow(Vec::capacity);
+            let kept = crate::jsonscan::UNESCAPED.with_borrow(Vec::capacity);
             assert!(
-                kept <= KEPT_BYTES,
+                kept <= crate::jsonscan::KEPT_BYTES,
                 "{kept} bytes kept after a {}-byte body",
                 want.len()
             );

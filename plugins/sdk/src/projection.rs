@@ -345,7 +345,7 @@ impl Cut<'_> {
     /// level, so a text nested deeper than serde_json reads (which the scorer would
     /// refuse whole anyway) is refused here rather than allowed to exhaust the stack.
     fn inside(self, cur: &Cursor<'_>) -> ScanResult<Self> {
-        nested(self.depth, cur)?;
+        cur.check_depth(self.depth)?;
         Ok(Cut {
             depth: self.depth + 1,
             ..self
@@ -353,22 +353,11 @@ impl Cut<'_> {
     }
 }
 
-/// Refuses a container at `depth` that serde_json would refuse (`MAX_DEPTH`).
-fn nested(depth: usize, cur: &Cursor<'_>) -> ScanResult<()> {
-    if depth + 1 >= crate::jsonscan::MAX_DEPTH {
-        return Err(crate::jsonscan::ScanError {
-            what: "nested too deeply",
-            offset: cur.i,
-        });
-    }
-    Ok(())
-}
-
 fn value(node: &Node, cur: &mut Cursor<'_>, out: &mut Vec<u8>, cut: Cut<'_>) -> ScanResult<()> {
     let b = cur.bytes();
     let start = cur.i;
     if node.compared {
-        return compared(cur, out, &mut Vec::new(), cut.depth, true);
+        return compared(cur, out, cut, true);
     }
     if node.whole {
         cur.skip_trusted()?;
@@ -442,49 +431,40 @@ fn member(
 }
 
 /// Writes a compared value (`Read::Compared`) at the cursor and crosses it. `top`: the
-/// value itself, which is sent as it is when a string. `scratch` holds unescaped
-/// strings.
-fn compared(
-    cur: &mut Cursor<'_>,
-    out: &mut Vec<u8>,
-    scratch: &mut Vec<u8>,
-    depth: usize,
-    top: bool,
-) -> ScanResult<()> {
+/// value itself, which is sent as it is when a string.
+fn compared(cur: &mut Cursor<'_>, out: &mut Vec<u8>, cut: Cut<'_>, top: bool) -> ScanResult<()> {
     let b = cur.bytes();
     let start = cur.i;
     match cur.peek() {
         Some(b'"') if !top => {
             cur.skip_trusted()?;
-            let token = &b[start..cur.i];
-            let escaped = memchr::memchr(b'\\', token).is_some();
-            compared_string(token, escaped, out, scratch);
+            compared_string(&b[start..cur.i], out);
         }
         Some(b'{') => {
-            nested(depth, cur)?;
+            let cut = cut.inside(cur)?;
             out.push(b'{');
             let mut first = true;
-            cur.object(|raw, escaped, cur| {
+            cur.object(|raw, _, cur| {
                 if !std::mem::take(&mut first) {
                     out.push(b',');
                 }
                 // `raw` lies between the key's quotes, in the same text.
                 let at = raw.as_ptr() as usize - b.as_ptr() as usize;
-                compared_string(&b[at - 1..at + raw.len() + 1], escaped, out, scratch);
+                compared_string(&b[at - 1..at + raw.len() + 1], out);
                 out.push(b':');
-                compared(cur, out, scratch, depth + 1, false)
+                compared(cur, out, cut, false)
             })?;
             out.push(b'}');
         }
         Some(b'[') => {
-            nested(depth, cur)?;
+            let cut = cut.inside(cur)?;
             out.push(b'[');
             let mut first = true;
             cur.array(|cur| {
                 if !std::mem::take(&mut first) {
                     out.push(b',');
                 }
-                compared(cur, out, scratch, depth + 1, false)
+                compared(cur, out, cut, false)
             })?;
             out.push(b']');
         }
@@ -499,26 +479,28 @@ fn compared(
 /// Writes one string token inside a compared value: as it is when short, else as
 /// its digest. A string serde_json would refuse (a lone surrogate) is written as it
 /// is, so the scorer fails on it as it would on the whole measurement.
-fn compared_string(token: &[u8], escaped: bool, out: &mut Vec<u8>, scratch: &mut Vec<u8>) {
-    let text = if !escaped {
-        &token[1..token.len() - 1]
-    } else if crate::jsonscan::unescape_into(token, scratch) {
-        scratch.as_slice()
+fn compared_string(token: &[u8], out: &mut Vec<u8>) {
+    let inner = &token[1..token.len() - 1];
+    // Unescaping never lengthens a text: a short token holds a short one.
+    let digest = if inner.len() <= COMPARED_AS_IS {
+        None
+    } else if memchr::memchr(b'\\', inner).is_none() {
+        Some((xxhash_rust::xxh3::xxh3_128(inner), inner.len()))
     } else {
-        copy_plain(token, out);
-        return;
+        crate::jsonscan::with_unescaped(token, |text| {
+            (xxhash_rust::xxh3::xxh3_128(text), text.len())
+        })
     };
-    if text.len() <= COMPARED_AS_IS {
-        copy_plain(token, out);
-        return;
+    match digest {
+        Some((digest, len)) if len > COMPARED_AS_IS => {
+            // Written straight into the cut; writing to a Vec cannot fail.
+            let _ = std::io::Write::write_fmt(
+                out,
+                format_args!("\"\\u0000ooni-digest:xxh3-128:{digest:032x}:{len:020}\""),
+            );
+        }
+        _ => copy_plain(token, out),
     }
-    let digest = xxhash_rust::xxh3::xxh3_128(text);
-    let len = text.len();
-    // Written straight into the cut; writing to a Vec cannot fail.
-    let _ = std::io::Write::write_fmt(
-        out,
-        format_args!("\"\\u0000ooni-digest:xxh3-128:{digest:032x}:{len:020}\""),
-    );
 }
 
 /// Copies the text of a whole value, writing each `\uXXXX` escape of a character that
@@ -782,7 +764,7 @@ mod tests {
         let cut = |r: Reads| r.project(text).unwrap();
         // Keys kept as null by default.
         assert_eq!(
-            String::from_utf8(cut(shape.clone())).unwrap(),
+            as_text(Ok(cut(shape.clone()))),
             r#"{"a":null,"t":{"q":[{"ip":"x","ttl":null},3],"big":null,"s":{"k":null}},"z":null}"#
         );
         // Left out where the paths name keys; arrays keep their elements and an object
@@ -790,7 +772,7 @@ mod tests {
         let dropping = shape.dropping_unread();
         assert!(dropping.drops_unread());
         assert_eq!(
-            String::from_utf8(cut(dropping.clone())).unwrap(),
+            as_text(Ok(cut(dropping.clone()))),
             r#"{"t":{"q":[{"ip":"x"},3],"s":{"k":null}}}"#
         );
         // The first walk's cut, member by member, says the same.
