@@ -355,36 +355,16 @@ impl WasmScorer {
                 ))
             }
         };
-        let compared = paths("compared")?;
-        scorer.reads = match (paths("reads")?, paths("bodies")?, paths("headers")?) {
-            (None, None, None) if drop_unread => {
-                return Err(LoadError::Meta("`unread` needs `reads`".into()));
-            }
-            (None, None, None) if compared.is_some() => {
-                return Err(LoadError::Meta("`compared` needs `reads`".into()));
-            }
-            (None, None, None) => None,
-            (None, _, _) => {
-                return Err(LoadError::Meta(
-                    "`bodies` and `headers` need `reads`".into(),
-                ));
-            }
-            (Some(reads), bodies, headers) => {
-                scorer.matched = bodies.is_some() || headers.is_some();
-                let reads = Reads::with_matched(
-                    &reads,
-                    &bodies.unwrap_or_default(),
-                    &headers.unwrap_or_default(),
-                )
-                .and_then(|r| r.comparing(&compared.unwrap_or_default()))
-                .map_err(LoadError::Meta)?;
-                Some(if drop_unread {
-                    reads.dropping_unread()
-                } else {
-                    reads
-                })
-            }
-        };
+        let (bodies, headers) = (paths("bodies")?, paths("headers")?);
+        scorer.matched = bodies.is_some() || headers.is_some();
+        scorer.reads = Reads::declared(
+            paths("reads")?.as_deref(),
+            bodies.as_deref(),
+            headers.as_deref(),
+            paths("compared")?.as_deref(),
+            drop_unread,
+        )
+        .map_err(LoadError::Meta)?;
         live.store.data_mut().plugin = Arc::from(scorer.info.name.as_str());
         if let Ok(mut idle) = scorer.idle.lock() {
             idle.push(live);

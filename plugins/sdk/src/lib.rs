@@ -75,22 +75,11 @@ pub mod testing {
     /// panics if that differs from scoring the whole measurement.
     pub fn score_as_sent<S: Scorer>(msm: &Value, host: &dyn Host) -> Result<Scores, String> {
         let whole = S::score(msm, host);
-        if S::INFO.reads.is_empty() {
-            assert!(
-                S::INFO.bodies.is_empty()
-                    && S::INFO.headers.is_empty()
-                    && S::INFO.compared.is_empty()
-                    && !S::INFO.drops_unread,
-                "INFO.bodies, headers, compared and drops_unread need INFO.reads: the engine refuses such a module"
-            );
-            return whole;
-        }
-        let mut reads = Reads::with_matched(S::INFO.reads, S::INFO.bodies, S::INFO.headers)
-            .and_then(|r| r.comparing(S::INFO.compared))
-            .expect("read paths compile");
-        if S::INFO.drops_unread {
-            reads = reads.dropping_unread();
-        }
+        let reads = match Reads::for_info(&S::INFO) {
+            Ok(Some(reads)) => reads,
+            Ok(None) => return whole,
+            Err(e) => panic!("INFO: {e}: the engine refuses such a module"),
+        };
         let hook = |kind, raw: &[u8]| crate::matching::matched_value(kind, raw, host);
         let text = reads
             .project_with(msm.to_string().as_bytes(), Some(&hook))

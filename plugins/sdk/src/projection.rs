@@ -225,6 +225,50 @@ impl Reads {
         self.drop_unread
     }
 
+    /// The reads a scorer declares (`Info`, or a module's meta): `None` when it declares
+    /// none and is sent whole. Bodies, headers, compared paths and dropping unread
+    /// members all need `reads`; the error says which is missing them.
+    pub fn declared<S: AsRef<str>>(
+        reads: Option<&[S]>,
+        bodies: Option<&[S]>,
+        headers: Option<&[S]>,
+        compared: Option<&[S]>,
+        drop_unread: bool,
+    ) -> Result<Option<Reads>, String> {
+        let Some(reads) = reads else {
+            return match (bodies, headers) {
+                (None, None) if drop_unread => Err("`unread` needs `reads`".into()),
+                (None, None) if compared.is_some() => Err("`compared` needs `reads`".into()),
+                (None, None) => Ok(None),
+                _ => Err("`bodies` and `headers` need `reads`".into()),
+            };
+        };
+        let reads = Reads::with_matched(
+            reads,
+            bodies.unwrap_or_default(),
+            headers.unwrap_or_default(),
+        )?
+        .comparing(compared.unwrap_or_default())?;
+        Ok(Some(if drop_unread {
+            reads.dropping_unread()
+        } else {
+            reads
+        }))
+    }
+
+    /// `declared` for a scorer's `Info`, an empty list being none (as `wasm::meta`
+    /// leaves it out).
+    pub fn for_info(info: &crate::Info) -> Result<Option<Reads>, String> {
+        let some = |paths: &'static [&'static str]| (!paths.is_empty()).then_some(paths);
+        Reads::declared(
+            some(info.reads),
+            some(info.bodies),
+            some(info.headers),
+            some(info.compared),
+            info.drops_unread,
+        )
+    }
+
     /// The same reads, and `paths` read as `Read::Compared`. A compared path may not
     /// overlap another path (one above or below it, or the same), compared or not:
     /// a value is either compared or read.
@@ -847,6 +891,44 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn declared_reads_follow_the_rules_the_engine_loads_modules_by() {
+        let none: Option<&[&str]> = None;
+        let declared = |reads, bodies, headers, compared, drop| {
+            Reads::declared(reads, bodies, headers, compared, drop).map(|r| r.is_some())
+        };
+        assert_eq!(declared(none, none, none, none, false), Ok(false));
+        let missing = [
+            ((none, none, none, none, true), "`unread` needs `reads`"),
+            (
+                (none, none, none, Some(&["c"][..]), false),
+                "`compared` needs `reads`",
+            ),
+            (
+                (none, Some(&["r.body"][..]), none, none, true),
+                "`bodies` and `headers` need `reads`",
+            ),
+            (
+                (none, none, Some(&["r.h"][..]), none, false),
+                "`bodies` and `headers` need `reads`",
+            ),
+        ];
+        for ((r, b, h, c, d), why) in missing {
+            assert_eq!(declared(r, b, h, c, d), Err(why.to_owned()));
+        }
+        // Overlapping paths are refused as `with_matched` and `comparing` refuse them.
+        assert!(declared(Some(&["t"][..]), none, none, Some(&["t.s"][..]), false).is_err());
+        assert!(declared(Some(&["r"][..]), Some(&["r.body"][..]), none, none, false).is_err());
+        let reads = Reads::declared(Some(&["a"][..]), none, none, Some(&["c"][..]), true)
+            .unwrap()
+            .unwrap();
+        assert!(reads.drops_unread());
+        assert_eq!(
+            as_text(reads.project(br#"{"a": 1, "c": ["x"], "z": 2}"#)),
+            r#"{"a":1,"c":["x"]}"#
+        );
     }
 
     #[test]

@@ -326,12 +326,9 @@ fn wc_scorer(
 fn wc_stages(items: &[(String, Vec<u8>)], wasm: &WasmScorer, set: &FingerprintSet) {
     use ooni_scorer_sdk::projection::Reads;
     let info = scorer_web_connectivity::WebConnectivity::INFO;
-    let Ok(mut reads) = Reads::with_matched(info.reads, info.bodies, info.headers) else {
+    let Ok(Some(reads)) = Reads::for_info(&info) else {
         return;
     };
-    if info.drops_unread {
-        reads = reads.dropping_unread();
-    }
     let t = Duration::from_secs(2);
     let hook = |kind, raw: &[u8]| ooni_scorer_sdk::matching::matched_value(kind, raw, set);
     let cuts: Vec<Vec<u8>> = items
