@@ -22,7 +22,8 @@
 //! `OONI_WASM_PERFMAP=1` names the compiled scorer functions for perf;
 //! `OONI_BENCH_STAGES=1` with `OONI_BENCH_PROFILE=web_connectivity` times its stages;
 //! `OONI_BENCH_PASSES=N` with `OONI_BENCH_PROFILE` makes exactly N passes, for
-//! counting instructions under callgrind where timings are too noisy.
+//! counting instructions under callgrind where timings are too noisy;
+//! `OONI_BENCH_FINGERPRINTS=1` runs the fingerprint table alone.
 
 use ooni_core::{derive_row, Outcome};
 use ooni_engine::fingerprints::{FingerprintSet, Fingerprints};
@@ -159,6 +160,10 @@ fn main() -> anyhow::Result<()> {
         .collect();
     let uid = "20260101000000.000000_IT_webconnectivity_0000000000000000";
 
+    // `OONI_BENCH_FINGERPRINTS=1`: the fingerprint table alone.
+    if std::env::var_os("OONI_BENCH_FINGERPRINTS").is_some() {
+        return fingerprint_bench(&corpus, &wc, &all, budget);
+    }
     // `OONI_BENCH_PROFILE=1` loops over the full path only, for a profiler.
     // `OONI_BENCH_PROFILE=<test name>` the same for one test.
     if let Some(only) = std::env::var_os("OONI_BENCH_PROFILE") {
@@ -418,13 +423,41 @@ fn fingerprint_bench(
 ) -> anyhow::Result<()> {
     use ooni_core::fingerprints::Mode;
     let uid = "20260101000000.000000_IT_webconnectivity_0000000000000000";
-    println!("\n| fingerprints, one core | set size | load + compile (ms) | web_connectivity µs / msmt | msmt/s | whole corpus msmt/s |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    // The matcher alone, on the bodies and headers of the same measurements.
+    let parts: Vec<(Vec<u8>, String)> = wc
+        .iter()
+        .flat_map(|(_, b)| {
+            let v: serde_json::Value = serde_json::from_slice(b).unwrap_or_default();
+            let reqs = v["test_keys"]["requests"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            reqs.into_iter()
+                .map(|r| {
+                    let body = r["response"]["body"]
+                        .as_str()
+                        .unwrap_or("")
+                        .as_bytes()
+                        .to_vec();
+                    (body, r["response"]["headers"].to_string())
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let per_msmt = parts.len() as f64 / wc.len() as f64;
+    let body_kb: f64 =
+        parts.iter().map(|(b, _)| b.len()).sum::<usize>() as f64 / wc.len() as f64 / 1e3;
+    println!(
+        "\nbodies scanned: {body_kb:.1} KB per web_connectivity measurement ({per_msmt:.1} bodies)"
+    );
+    println!("\n| fingerprints, one core | set size | load + compile (ms) | matcher alone: bodies + headers µs / msmt | web_connectivity µs / msmt | msmt/s | whole corpus msmt/s |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     let mut base = None;
     for (label, copies, mode) in [
         ("none", 0usize, Mode::Strict),
         ("OONI's set, strict", 1, Mode::Strict),
         ("OONI's set, compat", 1, Mode::Compat),
+        ("3x OONI's set, strict", 3, Mode::Strict),
         ("10x OONI's set, strict", 10, Mode::Strict),
     ] {
         let (set, ms) = if copies == 0 {
@@ -438,35 +471,13 @@ fn fingerprint_bench(
             (set, ms)
         };
         let size = set.dns + set.http;
-        // The matcher alone, on the bodies and headers of the same measurements.
-        let parts: Vec<(Vec<u8>, String)> = wc
-            .iter()
-            .flat_map(|(_, b)| {
-                let v: serde_json::Value = serde_json::from_slice(b).unwrap_or_default();
-                let reqs = v["test_keys"]["requests"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default();
-                reqs.into_iter()
-                    .map(|r| {
-                        let body = r["response"]["body"]
-                            .as_str()
-                            .unwrap_or("")
-                            .as_bytes()
-                            .to_vec();
-                        (body, r["response"]["headers"].to_string())
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        let per_msmt = parts.len() as f64 / wc.len() as f64;
         let body_us = time_per_item(&parts, budget / 2, |(b, _)| {
             black_box(ooni_scorer_sdk::Host::match_http_body(&set, b));
         }) * per_msmt;
         let head_us = time_per_item(&parts, budget / 2, |(_, h)| {
             black_box(ooni_scorer_sdk::Host::match_http_headers(&set, h));
         }) * per_msmt;
-        println!("  matcher alone, per web_connectivity measurement: bodies {body_us:.1} µs, headers {head_us:.1} µs");
+
         let registry = Registry::new(
             RegistryOptions {
                 dir: None,
@@ -492,7 +503,7 @@ fn fingerprint_bench(
         let extra = base.map_or(String::new(), |b: f64| format!(" (+{:.1} µs)", wc_us - b));
         base.get_or_insert(wc_us);
         println!(
-            "| {label} | {size} | {ms:.1} | {wc_us:.1}{extra} | {:.0} | {:.0} |",
+            "| {label} | {size} | {ms:.1} | {body_us:.1} + {head_us:.1} | {wc_us:.1}{extra} | {:.0} | {:.0} |",
             1e6 / wc_us,
             1e6 / all_us
         );

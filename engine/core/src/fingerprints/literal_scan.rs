@@ -2,33 +2,41 @@
 //! bytes scanned and hardly with the number of patterns.
 //!
 //! An Aho-Corasick DFA over OONI's ~1,300 body patterns misses the cache at almost
-//! every byte of an HTML body (~260 MB/s, slower as the set grows). This scan reads one
-//! 8-byte window every `step` bytes of the haystack (`step` is 1, 2, 4 or 8), hashes
-//! it, and tests one bit of a table sized to the set (4 KiB to 256 KiB, one bit in 64
-//! set), with no branch: the bits of each 32-byte chunk form a mask, and the chunks
-//! with a bit set are buffered and verified in batches.
+//! every byte of an HTML body (~260 MB/s, slower as the set grows). This scan reads the
+//! haystack's 8-byte windows at every multiple of 8, hashes each, and tests one bit of
+//! a table sized to the set (4 KiB to 256 KiB, one bit in 64 set), with no branch: the
+//! bits of each 32-byte chunk form a mask, and the chunks with a bit set are buffered
+//! and verified in batches.
 //!
-//! - Every pattern of `step + 7` bytes or more is anchored on `step` of its 8-byte
-//!   windows, one at each offset modulo `step`, each the rarest of its class by a
-//!   static guess at byte frequencies in HTML and text. Wherever the pattern occurs,
-//!   exactly one of its anchors lands on a window the scan reads. (4-byte windows of
-//!   HTML fragments, even the rarest, occur every few hundred bytes of a body; 8-byte
-//!   ones hardly ever, so nearly every hit is a hash collision, cheap to reject.)
+//! - Every pattern of 15 bytes or more is anchored on eight of its 8-byte windows, one
+//!   at each offset modulo 8, each the rarest of its class by a static guess at byte
+//!   frequencies in HTML and text. Wherever the pattern occurs, exactly one of its
+//!   anchors lands on a window the scan reads. (4-byte windows of HTML fragments, even
+//!   the rarest, occur every few hundred bytes of a body; 8-byte ones hardly ever, so
+//!   nearly every hit is a hash collision, cheap to reject.)
+//! - Shorter patterns of `step + 3` bytes or more are anchored the same way on the
+//!   4-byte windows ("quads") at every multiple of `step` (8, 4, 2 or 1), looked up in
+//!   a second, small table: the first half of every window read, and of the windows
+//!   between them when `step` is under 8.
 //! - A hit is checked against a second bit table (other bits of the same hash), then
 //!   looks the window up in a flat table of anchors (buckets in CSR layout) and
 //!   compares whole each pattern anchored on it. A pattern found is not compared again
 //!   in the same haystack.
-//! - Shorter patterns go to the "side" searcher: Teddy (the SIMD searcher of the
-//!   `aho-corasick` crate) over a piece of each, or, past 64 of them or without SIMD,
-//!   an Aho-Corasick automaton. `new` takes the largest step that leaves at most 32
-//!   patterns to the side (28 of OONI's body set at step 4).
+//! - Patterns under `step + 3` bytes go to the "side" searcher: Teddy (the SIMD
+//!   searcher of the `aho-corasick` crate) over a piece of each, or, past 64 of them or
+//!   without SIMD, an Aho-Corasick automaton. `new` takes the largest step that leaves
+//!   at most 64 patterns to the side: 8 for OONI's body set (27 to the side), 4 for ten
+//!   times that set (2 to the side), so the cost per byte hardly moves as the set grows.
 
 use aho_corasick::packed;
 use aho_corasick::{AhoCorasick, Span};
 use std::collections::HashSet;
 
-/// The window length: one unaligned `u64` load.
+/// The window length: one unaligned `u64` load. Windows are looked up in the gram
+/// table at every multiple of `GRAM`.
 const GRAM: usize = 8;
+/// The length of a quad: the first bytes of a window.
+const QUAD: usize = 4;
 /// Bytes of haystack per round of the main loop (unrolled: `CHUNK / step` windows, a
 /// bit each in a `u32`).
 const CHUNK: usize = 32;
@@ -37,8 +45,8 @@ const CHUNK: usize = 32;
 /// bytes.
 const HASH_MUL: u64 = 0x9E37_79B9_7F4A_7C15;
 /// The bit table has `1 << bits` bits, `bits` in this range, for about one bit set in
-/// 64: 2^15 bits are 4 KiB, 2^21 bits 256 KiB (within L2). The word index (up to 15
-/// bits) must not reach the bits `confirm_hash` takes from the same product.
+/// 64: 2^15 bits are 4 KiB, 2^21 bits 256 KiB (within L2). The word index has up to
+/// 15 bits: `confirm_hash` takes bits 37 to 57 of the product's low half.
 const MIN_FILTER_BITS: u32 = 15;
 const MAX_FILTER_BITS: u32 = 21;
 /// Chunks with a hit buffered before they are verified.
@@ -46,13 +54,15 @@ const CANDIDATES: usize = 32;
 /// The most patterns a packed searcher takes (Teddy's own limit).
 const PACKED_MAX: usize = 64;
 /// `new` takes the largest step that leaves at most this many patterns to the side
-/// searcher (fat Teddy still runs at several GB/s with 32).
-const SIDE_MAX: usize = 32;
+/// searcher: all of them fit in Teddy, which ran as fast on OONI's body set with 55
+/// patterns to the side as with 27.
+const SIDE_MAX: usize = PACKED_MAX;
 
 /// One anchor in a bucket.
 #[derive(Debug, Clone, Copy)]
 struct Anchor {
-    /// The window, as read from a haystack (little-endian `u64`).
+    /// The window as read from a haystack (little-endian `u64`), or `quad_key` of the
+    /// quad.
     gram: u64,
     /// The pattern's index in the list given to `new`.
     pattern: u32,
@@ -71,15 +81,13 @@ enum Side {
     Automaton(AhoCorasick),
 }
 
-/// A compiled set of literal patterns; see the module comment.
+/// The anchors of one window length and the bit tables that sift the windows read.
 #[derive(Debug)]
-pub struct LiteralScan {
-    /// Windows read: one every `step` bytes.
-    step: usize,
+struct Table {
     /// `filter.len() - 1` (a power of two minus one).
-    filter_mask: usize,
-    /// The bit table: for each anchor window, bit `bit` of word `word & filter_mask`,
-    /// where `(word, bit) = hash(window)`.
+    mask: usize,
+    /// For each anchor window: bit `bit` of word `word & mask`, where
+    /// `(word, bit) = hash(window)`.
     filter: Box<[u64]>,
     /// A second bit table of the same size, by other bits of the same product
     /// (`confirm_hash`), tested before the buckets: most windows that hit `filter` by
@@ -90,6 +98,113 @@ pub struct LiteralScan {
     /// Bucket `b`'s anchors are `anchors[starts[b]..starts[b + 1]]`.
     starts: Box<[u32]>,
     anchors: Box<[Anchor]>,
+}
+
+/// A table's bit filter, sliced to `mask + 1` words so that `& mask` needs no bounds
+/// check.
+#[derive(Clone, Copy)]
+struct Sieve<'a> {
+    filter: &'a [u64],
+    mask: usize,
+}
+
+impl Sieve<'_> {
+    #[inline(always)]
+    fn bit(self, window: u64) -> u32 {
+        let (word, bit) = hash(window);
+        (self.filter[word & self.mask] >> bit) as u32 & 1
+    }
+}
+
+impl Table {
+    fn new(mut anchors: Vec<Anchor>) -> Table {
+        // About one bit in 64 set.
+        let mut grams: Vec<u64> = anchors.iter().map(|a| a.gram).collect();
+        grams.sort_unstable();
+        grams.dedup();
+        let filter_bits = (grams.len().max(1) * 64)
+            .next_power_of_two()
+            .trailing_zeros()
+            .clamp(MIN_FILTER_BITS, MAX_FILTER_BITS);
+        let mask = (1usize << (filter_bits - 6)) - 1;
+        let mut filter = vec![0u64; mask + 1].into_boxed_slice();
+        // The bit of window `g` in the table.
+        let fh = |g: u64| {
+            let (word, bit) = hash(g);
+            ((word & mask) << 6) | bit as usize
+        };
+        let mut confirm = vec![0u64; mask + 1].into_boxed_slice();
+        for &g in &grams {
+            let h = fh(g);
+            filter[h >> 6] |= 1 << (h & 63);
+            let (word, bit) = confirm_hash(g);
+            confirm[word & mask] |= 1 << bit;
+        }
+        // About one bucket per distinct window, by the top bits of the window's bit.
+        let bucket_bits = grams
+            .len()
+            .max(1)
+            .next_power_of_two()
+            .trailing_zeros()
+            .min(filter_bits);
+        let bucket_shift = filter_bits - bucket_bits;
+        let bucket = |g: u64| fh(g) >> bucket_shift;
+        anchors.sort_by_key(|a| (bucket(a.gram), a.gram, a.pattern));
+        let mut starts = vec![0u32; (1 << bucket_bits) + 1];
+        for a in &anchors {
+            starts[bucket(a.gram) + 1] += 1;
+        }
+        for b in 1..starts.len() {
+            starts[b] += starts[b - 1];
+        }
+        Table {
+            mask,
+            filter,
+            confirm,
+            bucket_shift,
+            starts: starts.into_boxed_slice(),
+            anchors: anchors.into_boxed_slice(),
+        }
+    }
+
+    #[inline(always)]
+    fn sieve(&self) -> Sieve<'_> {
+        Sieve {
+            filter: &self.filter[..=self.mask],
+            mask: self.mask,
+        }
+    }
+
+    /// The anchors whose window is `gram`, past the confirm table.
+    #[inline(always)]
+    fn anchored(&self, gram: u64) -> &[Anchor] {
+        let (word, bit) = confirm_hash(gram);
+        if (self.confirm[word & self.mask] >> bit) & 1 == 0 {
+            return &[];
+        }
+        let (word, bit) = hash(gram);
+        let b = (((word & self.mask) << 6) | bit as usize) >> self.bucket_shift;
+        &self.anchors[self.starts[b] as usize..self.starts[b + 1] as usize]
+    }
+}
+
+/// Patterns this long or longer are anchored on 8-byte windows.
+const GRAM_MIN: usize = GRAM + GRAM - 1;
+
+/// Patterns shorter than this go to the side searcher at `step`.
+fn side_below(step: usize) -> usize {
+    step + QUAD - 1
+}
+
+/// A compiled set of literal patterns; see the module comment.
+#[derive(Debug)]
+pub struct LiteralScan {
+    /// Quads read: one every `step` bytes.
+    step: usize,
+    /// Anchors on 8-byte windows.
+    grams: Table,
+    /// Anchors on quads (`quad_key`).
+    quads: Table,
     /// Every pattern's bytes, one after another; see `pattern`.
     bytes: Box<[u8]>,
     spans: Box<[(u32, u32)]>,
@@ -180,12 +295,13 @@ fn hash(window: u64) -> (usize, u32) {
     ((p >> 64) as usize, ((p as u64) >> 58) as u32)
 }
 
-/// As `hash`, for the `confirm` table: the word from the top of the high half, the bit
-/// from below the bits `hash` takes from the low half.
+/// As `hash`, for the `confirm` table: the word and the bit from the low half, below
+/// the bits `hash` takes from it. Not from the top of the high half: a quad's product
+/// has none.
 #[inline(always)]
 fn confirm_hash(window: u64) -> (usize, u32) {
-    let p = u128::from(window) * u128::from(HASH_MUL);
-    ((p >> 96) as usize, ((p as u64) >> 52) as u32 & 63)
+    let low = (u128::from(window) * u128::from(HASH_MUL)) as u64;
+    ((low >> 37) as usize, (low >> 52) as u32 & 63)
 }
 
 #[inline(always)]
@@ -208,15 +324,60 @@ impl Seen<'_> {
     }
 }
 
+/// The table key of the quad that starts window `w`: its first four bytes.
+#[inline(always)]
+fn quad_key(w: u64) -> u64 {
+    w & 0xFFFF_FFFF
+}
+
+/// The window at `i`, padded with zeros past the end of `bytes`. A padded window can
+/// hit the tables, but no pattern is found in it: every pattern is compared whole
+/// against the haystack.
+#[inline(always)]
+fn window_at(bytes: &[u8], i: usize) -> u64 {
+    match bytes.get(i..i + GRAM) {
+        Some(w) => u64::from_le_bytes(w.try_into().expect("8 bytes")),
+        None => {
+            let rest = bytes.get(i..).unwrap_or(&[]);
+            let mut w = [0u8; GRAM];
+            w[..rest.len()].copy_from_slice(rest);
+            u64::from_le_bytes(w)
+        }
+    }
+}
+
+/// The windows of `chunk` at multiples of `STEP` that hit a table (the gram table at
+/// multiples of `GRAM`, the quad table at every one if `QUADS`): bit
+/// `CHUNK / STEP - 1 - j` for the window at `j * STEP`.
+#[inline(always)]
+fn chunk_hits<const STEP: usize, const QUADS: bool>(
+    chunk: &[u8; CHUNK + GRAM - 1],
+    grams: Sieve,
+    quads: Sieve,
+) -> u32 {
+    let mut hits = 0;
+    for j in 0..CHUNK / STEP {
+        let w = gram_at(chunk, j * STEP);
+        let mut bit = 0;
+        if (j * STEP).is_multiple_of(GRAM) {
+            bit |= grams.bit(w);
+        }
+        if QUADS {
+            bit |= quads.bit(quad_key(w));
+        }
+        hits = (hits << 1) | bit;
+    }
+    hits
+}
+
 impl LiteralScan {
     /// Compiles `patterns`; matches report indices into this list. Duplicates are
     /// allowed (each index is reported).
     pub fn new<P: AsRef<[u8]>>(patterns: &[P]) -> LiteralScan {
-        // The largest step that leaves few patterns to the side searcher.
         let side = |step: usize| {
             patterns
                 .iter()
-                .filter(|p| (1..GRAM + step - 1).contains(&p.as_ref().len()))
+                .filter(|p| (1..side_below(step)).contains(&p.as_ref().len()))
                 .count()
         };
         let step = [8, 4, 2]
@@ -226,9 +387,9 @@ impl LiteralScan {
         LiteralScan::with_step(patterns, step)
     }
 
-    /// As `new`, reading one window every `step` bytes (1, 2, 4 or 8); patterns
-    /// shorter than `step + 7` bytes go to the side searcher. For tests and
-    /// benchmarks: `new` picks the step.
+    /// As `new`, reading quads every `step` bytes (1, 2, 4 or 8); patterns shorter
+    /// than `step + 3` bytes go to the side searcher. For tests and benchmarks: `new`
+    /// picks the step.
     pub fn with_step<P: AsRef<[u8]>>(patterns: &[P], step: usize) -> LiteralScan {
         assert!(matches!(step, 1 | 2 | 4 | 8), "step is 1, 2, 4 or 8");
         assert!(
@@ -238,7 +399,7 @@ impl LiteralScan {
         let common = common_quads();
         let mut bytes = Vec::new();
         let mut spans = Vec::with_capacity(patterns.len());
-        let mut anchors = Vec::new();
+        let (mut gram_anchors, mut quad_anchors) = (Vec::new(), Vec::new());
         let (mut side_pieces, mut side, mut empty) = (Vec::new(), Vec::new(), Vec::new());
         for (p, pat) in patterns.iter().enumerate() {
             let pat = pat.as_ref();
@@ -248,73 +409,41 @@ impl LiteralScan {
             bytes.extend_from_slice(pat);
             if pat.is_empty() {
                 empty.push(p as u32);
-            } else if pat.len() < GRAM + step - 1 {
+                continue;
+            }
+            let quad_scores = quad_scores(pat, &common);
+            if pat.len() < side_below(step) {
                 // The packed searcher looks for the pattern from its rarest 4-byte
                 // window on (its first bytes sift the candidates).
-                let quads = quad_scores(pat, &common);
-                let offset = (0..quads.len())
+                let offset = (0..quad_scores.len())
                     .rev()
-                    .max_by_key(|&i| quads[i])
+                    .max_by_key(|&i| quad_scores[i])
                     .unwrap_or(0);
                 side_pieces.push(&pat[offset..]);
                 side.push((p as u32, offset as u32));
-            } else {
-                // One anchor per offset class modulo `step`: the rarest window, the
-                // first of equals.
-                let quads = quad_scores(pat, &common);
-                let score = |i: usize| quads[i..i + GRAM - 3].iter().sum::<u32>();
-                for class in 0..step {
-                    let offset = (class..pat.len() - GRAM + 1)
-                        .step_by(step)
-                        .rev()
-                        .max_by_key(|&i| score(i))
-                        .expect("pattern has a window in every class");
-                    anchors.push(Anchor {
-                        gram: gram_at(pat, offset),
-                        pattern: p as u32,
-                        offset: offset as u32,
-                    });
-                }
+                continue;
             }
-        }
-        // About one bit in 64 set.
-        let mut grams: Vec<u64> = anchors.iter().map(|a| a.gram).collect();
-        grams.sort_unstable();
-        grams.dedup();
-        let filter_bits = (grams.len().max(1) * 64)
-            .next_power_of_two()
-            .trailing_zeros()
-            .clamp(MIN_FILTER_BITS, MAX_FILTER_BITS);
-        let filter_mask = (1usize << (filter_bits - 6)) - 1;
-        let mut filter = vec![0u64; filter_mask + 1].into_boxed_slice();
-        // The bit of window `g` in the table.
-        let fh = |g: u64| {
-            let (word, bit) = hash(g);
-            ((word & filter_mask) << 6) | bit as usize
-        };
-        let mut confirm = vec![0u64; filter_mask + 1].into_boxed_slice();
-        for &g in &grams {
-            let h = fh(g);
-            filter[h >> 6] |= 1 << (h & 63);
-            let (word, bit) = confirm_hash(g);
-            confirm[word & filter_mask] |= 1 << bit;
-        }
-        // About one bucket per distinct window, by the top bits of the window's bit.
-        let bucket_bits = grams
-            .len()
-            .max(1)
-            .next_power_of_two()
-            .trailing_zeros()
-            .min(filter_bits);
-        let bucket_shift = filter_bits - bucket_bits;
-        let bucket = |g: u64| fh(g) >> bucket_shift;
-        anchors.sort_by_key(|a| (bucket(a.gram), a.gram, a.pattern));
-        let mut starts = vec![0u32; (1 << bucket_bits) + 1];
-        for a in &anchors {
-            starts[bucket(a.gram) + 1] += 1;
-        }
-        for b in 1..starts.len() {
-            starts[b] += starts[b - 1];
+            // One anchor per offset class modulo the step its table is read at: the
+            // rarest window, the first of equals. A window's score is that of its quads.
+            let (width, every, anchors) = if pat.len() >= GRAM_MIN {
+                (GRAM, GRAM, &mut gram_anchors)
+            } else {
+                (QUAD, step, &mut quad_anchors)
+            };
+            let score = |i: usize| quad_scores[i..=i + width - QUAD].iter().sum::<u32>();
+            for class in 0..every {
+                let offset = (class..pat.len() - width + 1)
+                    .step_by(every)
+                    .rev()
+                    .max_by_key(|&i| score(i))
+                    .expect("pattern has a window in every class");
+                let w = window_at(&pat[..offset + width], offset);
+                anchors.push(Anchor {
+                    gram: if width == GRAM { w } else { quad_key(w) },
+                    pattern: p as u32,
+                    offset: offset as u32,
+                });
+            }
         }
         // Past 16 patterns, Teddy's 8 buckets let through too many candidates: fat
         // Teddy (16 buckets, AVX2) is faster then, if the machine has it.
@@ -346,12 +475,8 @@ impl LiteralScan {
         };
         LiteralScan {
             step,
-            filter_mask,
-            filter,
-            confirm,
-            bucket_shift,
-            starts: starts.into_boxed_slice(),
-            anchors: anchors.into_boxed_slice(),
+            grams: Table::new(gram_anchors),
+            quads: Table::new(quad_anchors),
             bytes: bytes.into_boxed_slice(),
             spans: spans.into_boxed_slice(),
             side: side.into_boxed_slice(),
@@ -360,7 +485,7 @@ impl LiteralScan {
         }
     }
 
-    /// The haystack is read one window every `step` bytes.
+    /// Quads are read every `step` bytes.
     pub fn step(&self) -> usize {
         self.step
     }
@@ -399,14 +524,15 @@ impl LiteralScan {
         if let Some(side) = &self.side_searcher {
             self.find_side(side, hay, &mut seen, &mut found);
         }
-        if self.anchors.is_empty() {
-            return;
-        }
-        match self.step {
-            1 => self.scan::<1>(hay, &mut seen, &mut found),
-            2 => self.scan::<2>(hay, &mut seen, &mut found),
-            4 => self.scan::<4>(hay, &mut seen, &mut found),
-            _ => self.scan::<8>(hay, &mut seen, &mut found),
+        let (seen, found) = (&mut seen, &mut found);
+        // Without quads, only windows at multiples of 8 are read.
+        match (self.step, self.quads.anchors.is_empty()) {
+            (_, true) if self.grams.anchors.is_empty() => {}
+            (_, true) => self.scan::<8, false>(hay, seen, found),
+            (1, false) => self.scan::<1, true>(hay, seen, found),
+            (2, false) => self.scan::<2, true>(hay, seen, found),
+            (4, false) => self.scan::<4, true>(hay, seen, found),
+            (_, false) => self.scan::<8, true>(hay, seen, found),
         }
     }
 
@@ -450,55 +576,55 @@ impl LiteralScan {
         }
     }
 
-    /// The anchored patterns: the windows at multiples of `STEP`. The loop has no
-    /// branch on the bit table: each chunk's bits make a mask, stored in `cand` with
+    /// The anchored patterns: the windows at multiples of `STEP` (see `chunk_hits`).
+    /// The loop has no branch on the bit tables: each chunk's bits make a mask, stored in `cand` with
     /// the chunk's position and kept (`n` moves on) only if not zero; the kept
     /// chunks are verified in batches.
     #[inline(always)]
-    fn scan<const STEP: usize>(&self, hay: &[u8], seen: &mut Seen, found: &mut impl FnMut(usize)) {
-        // Sliced to `mask + 1` words so that `& mask` needs no bounds check.
-        let mask = self.filter_mask;
-        let filter = &self.filter[..=mask];
-        let bit = |w: u64| {
-            let (word, bit) = hash(w);
-            (filter[word & mask] >> bit) as u32 & 1
-        };
+    fn scan<const STEP: usize, const QUADS: bool>(
+        &self,
+        hay: &[u8],
+        seen: &mut Seen,
+        found: &mut impl FnMut(usize),
+    ) {
+        let (grams, quads) = (self.grams.sieve(), self.quads.sieve());
         let mut cand = [(0usize, 0u32); CANDIDATES];
         let mut n = 0;
         let mut i = 0;
         while let Some(chunk) = hay.get(i..i + CHUNK + GRAM - 1) {
             let chunk: &[u8; CHUNK + GRAM - 1] = chunk.try_into().expect("length checked");
-            // Bit `CHUNK / STEP - 1 - j` for the window at `i + j * STEP`.
-            let mut hits = 0;
-            for j in 0..CHUNK / STEP {
-                hits = (hits << 1) | bit(gram_at(chunk, j * STEP));
-            }
-            cand[n] = (i, hits);
-            n += usize::from(hits != 0);
+            cand[n] = (i, chunk_hits::<STEP, QUADS>(chunk, grams, quads));
+            n += usize::from(cand[n].1 != 0);
             if n == CANDIDATES {
-                self.verify::<STEP>(hay, &cand, seen, found);
+                self.verify::<STEP, QUADS>(hay, &cand, seen, found);
                 n = 0;
             }
             i += CHUNK;
         }
-        // The last windows (fewer than CHUNK / STEP), one chunk of their own.
-        let mut hits = 0;
-        for j in 0..CHUNK / STEP {
-            if i + j * STEP + GRAM <= hay.len() {
-                hits = (hits << 1) | bit(gram_at(hay, i + j * STEP));
-            } else {
-                hits <<= 1;
+        // The last windows, padded with zeros: one chunk, and with quads a second for
+        // the quads in the last three windows of the first.
+        self.verify::<STEP, QUADS>(hay, &cand[..n], seen, found);
+        let tails = if QUADS { 2 } else { 1 };
+        let mut tail = [(0usize, 0u32); 2];
+        let mut n = 0;
+        for k in 0..tails {
+            let at = i + k * CHUNK;
+            if at + if QUADS { QUAD } else { GRAM } > hay.len() {
+                break;
             }
+            let mut chunk = [0u8; CHUNK + GRAM - 1];
+            let rest = &hay[at..];
+            chunk[..rest.len()].copy_from_slice(rest);
+            tail[n] = (at, chunk_hits::<STEP, QUADS>(&chunk, grams, quads));
+            n += 1;
         }
-        cand[n] = (i, hits);
-        n += usize::from(hits != 0);
-        self.verify::<STEP>(hay, &cand[..n], seen, found);
+        self.verify::<STEP, QUADS>(hay, &tail[..n], seen, found);
     }
 
-    /// In each chunk of `chunks`, the windows whose bits are set hit the bit table:
-    /// compare the patterns anchored on them.
+    /// In each chunk of `chunks`, the windows whose bits are set hit a table: compare
+    /// the patterns anchored on them.
     #[inline(never)]
-    fn verify<const STEP: usize>(
+    fn verify<const STEP: usize, const QUADS: bool>(
         &self,
         hay: &[u8],
         chunks: &[(usize, u32)],
@@ -509,31 +635,44 @@ impl LiteralScan {
             while hits != 0 {
                 let pos = at + (CHUNK / STEP - 1 - hits.trailing_zeros() as usize) * STEP;
                 hits &= hits - 1;
-                let w = gram_at(hay, pos);
-                let (word, bit) = confirm_hash(w);
-                if (self.confirm[word & self.filter_mask] >> bit) & 1 == 0 {
-                    continue;
+                let w = window_at(hay, pos);
+                if pos.is_multiple_of(GRAM) {
+                    self.compare(self.grams.anchored(w), w, hay, pos, seen, found);
                 }
-                let (word, bit) = hash(w);
-                let b = (((word & self.filter_mask) << 6) | bit as usize) >> self.bucket_shift;
-                let (from, to) = (self.starts[b] as usize, self.starts[b + 1] as usize);
-                for a in &self.anchors[from..to] {
-                    if a.gram != w {
-                        continue;
-                    }
-                    let p = a.pattern as usize;
-                    if seen.contains(p) {
-                        continue;
-                    }
-                    let Some(start) = pos.checked_sub(a.offset as usize) else {
-                        continue;
-                    };
-                    let pat = self.pattern(p);
-                    if hay.get(start..start + pat.len()) == Some(pat) {
-                        seen.insert(p);
-                        found(p);
-                    }
+                if QUADS {
+                    let q = quad_key(w);
+                    self.compare(self.quads.anchored(q), q, hay, pos, seen, found);
                 }
+            }
+        }
+    }
+
+    /// Compares each pattern anchored on window `gram` at `pos` of `hay`.
+    #[inline(always)]
+    fn compare(
+        &self,
+        anchors: &[Anchor],
+        gram: u64,
+        hay: &[u8],
+        pos: usize,
+        seen: &mut Seen,
+        found: &mut impl FnMut(usize),
+    ) {
+        for a in anchors {
+            if a.gram != gram {
+                continue;
+            }
+            let p = a.pattern as usize;
+            if seen.contains(p) {
+                continue;
+            }
+            let Some(start) = pos.checked_sub(a.offset as usize) else {
+                continue;
+            };
+            let pat = self.pattern(p);
+            if hay.get(start..start + pat.len()) == Some(pat) {
+                seen.insert(p);
+                found(p);
             }
         }
     }
@@ -730,6 +869,33 @@ mod tests {
             &[long.clone().into_bytes(), format!("{long}b").into_bytes()],
             "flush",
         );
+    }
+
+    #[test]
+    fn many_short_patterns_are_anchored_on_quads() {
+        // Eighty patterns of 7 to 10 bytes: too many for the side searcher at step 8,
+        // none left to it at step 4.
+        let patterns: Vec<Vec<u8>> = (0..80)
+            .map(|k| format!("{}-q{k:02}", "blk".repeat(1 + k % 2)).into_bytes())
+            .collect();
+        let scan = LiteralScan::new(&patterns);
+        assert_eq!(scan.step(), 4);
+        assert!(scan.side.is_empty());
+        // Each pattern at every offset modulo 8 and at the very end, cut short by one
+        // byte, and all of them in one haystack.
+        let mut hays: Vec<Vec<u8>> = Vec::new();
+        for p in &patterns {
+            for pad in 0..8 {
+                let mut h = b"<p>".repeat(pad);
+                h.extend_from_slice(p);
+                hays.push(h.clone());
+                h.extend_from_slice(b" and some text after it, forty bytes long.");
+                hays.push(h);
+            }
+            hays.push(p[..p.len() - 1].to_vec());
+        }
+        hays.push(patterns.concat());
+        check(&patterns, &hays, "quads");
     }
 
     #[test]
