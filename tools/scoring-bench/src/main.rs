@@ -450,8 +450,12 @@ fn fingerprint_bench(
     println!(
         "\nbodies scanned: {body_kb:.1} KB per web_connectivity measurement ({per_msmt:.1} bodies)"
     );
-    println!("\n| fingerprints, one core | set size | load + compile (ms) | matcher alone: bodies + headers µs / msmt | web_connectivity µs / msmt | msmt/s | whole corpus msmt/s |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    // Every body four times over, as one haystack: the cost per byte of a long scan.
+    let long: Vec<u8> = (0..4)
+        .flat_map(|_| parts.iter().flat_map(|(b, _)| b.iter().copied()))
+        .collect();
+    println!("\n| fingerprints, one core | set size | load + compile (ms) | matcher alone: bodies + headers µs / msmt | bodies ns / KB | one {:.1} MB haystack ns / KB | web_connectivity µs / msmt | msmt/s | whole corpus msmt/s |", long.len() as f64 / 1e6);
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut base = None;
     for (label, copies, mode) in [
         ("none", 0usize, Mode::Strict),
@@ -477,6 +481,10 @@ fn fingerprint_bench(
         let head_us = time_per_item(&parts, budget / 2, |(_, h)| {
             black_box(ooni_scorer_sdk::Host::match_http_headers(&set, h));
         }) * per_msmt;
+        let long_ns_kb = time_per_item(std::slice::from_ref(&long), budget / 2, |b| {
+            black_box(ooni_scorer_sdk::Host::match_http_body(&set, b));
+        }) * 1e3
+            / (long.len() as f64 / 1e3);
 
         let registry = Registry::new(
             RegistryOptions {
@@ -503,7 +511,8 @@ fn fingerprint_bench(
         let extra = base.map_or(String::new(), |b: f64| format!(" (+{:.1} µs)", wc_us - b));
         base.get_or_insert(wc_us);
         println!(
-            "| {label} | {size} | {ms:.1} | {body_us:.1} + {head_us:.1} | {wc_us:.1}{extra} | {:.0} | {:.0} |",
+            "| {label} | {size} | {ms:.1} | {body_us:.1} + {head_us:.1} | {:.0} | {long_ns_kb:.0} | {wc_us:.1}{extra} | {:.0} | {:.0} |",
+            body_us * 1e3 / body_kb,
             1e6 / wc_us,
             1e6 / all_us
         );
