@@ -11,13 +11,15 @@
 //! - Every pattern of 15 bytes or more is anchored on eight of its 8-byte windows, one
 //!   at each offset modulo 8, each the rarest of its class by a static guess at byte
 //!   frequencies in HTML and text. Wherever the pattern occurs, exactly one of its
-//!   anchors lands on a window the scan reads. (4-byte windows of HTML fragments, even
-//!   the rarest, occur every few hundred bytes of a body; 8-byte ones hardly ever, so
-//!   nearly every hit is a hash collision, cheap to reject.)
-//! - Shorter patterns of `step + 3` bytes or more are anchored the same way on the
-//!   4-byte windows ("quads") at every multiple of `step` (8, 4, 2 or 1), looked up in
-//!   a second, small table: the first half of every window read, and of the windows
-//!   between them when `step` is under 8.
+//!   anchors lands on a window the scan reads. (8-byte windows of blockpage text hardly
+//!   ever occur in other pages, so nearly every hit is a hash collision, cheap to
+//!   reject.)
+//! - Shorter patterns of `step + 3` bytes or more are anchored the same way on 4-byte
+//!   windows ("quads") at every multiple of `step` (8, 4, 2 or 1): the first half of
+//!   every window read, and of the windows between them when `step` is under 8, tested
+//!   in a second table sized the same way. Even the rarest quad of an HTML fragment
+//!   occurs every few hundred bytes of a body, so quads have more true hits to compare;
+//!   only patterns too short for an 8-byte anchor take them.
 //! - A hit is checked against a second bit table (other bits of the same hash), then
 //!   looks the window up in a flat table of anchors (buckets in CSR layout) and
 //!   compares whole each pattern anchored on it. A pattern found is not compared again
@@ -25,8 +27,8 @@
 //! - Patterns under `step + 3` bytes go to the "side" searcher: Teddy (the SIMD
 //!   searcher of the `aho-corasick` crate) over a piece of each, or, past 64 of them or
 //!   without SIMD, an Aho-Corasick automaton. `new` takes the largest step that leaves
-//!   at most 64 patterns to the side: 8 for OONI's body set (27 to the side), 4 for ten
-//!   times that set (2 to the side), so the cost per byte hardly moves as the set grows.
+//!   at most 64 patterns to the side: 8 for OONI's body rows (27 to the side), 4 for ten
+//!   times those (2 to the side), so the cost per byte hardly moves as the set grows.
 
 use aho_corasick::packed;
 use aho_corasick::{AhoCorasick, Span};
@@ -41,21 +43,23 @@ const QUAD: usize = 4;
 /// bit each in a `u32`).
 const CHUNK: usize = 32;
 /// Multiplicative hash (the 64-bit golden ratio): the high 64 bits of the 128-bit
-/// product `window * HASH_MUL`, and the top bits of the low 64, depend on all eight
-/// bytes.
+/// product `window * HASH_MUL`, and the top bits of the low 64, depend on every bit of
+/// the window (bit `k` of the low half only on the window's bits up to `k`).
 const HASH_MUL: u64 = 0x9E37_79B9_7F4A_7C15;
 /// The bit table has `1 << bits` bits, `bits` in this range, for about one bit set in
 /// 64: 2^15 bits are 4 KiB, 2^21 bits 256 KiB (within L2). The word index has up to
-/// 15 bits: `confirm_hash` takes bits 37 to 57 of the product's low half.
+/// 15 bits: `hash` takes it from bit 64 of the product, `confirm_hash` from bit 81,
+/// below 96 (a quad's product has no more).
 const MIN_FILTER_BITS: u32 = 15;
 const MAX_FILTER_BITS: u32 = 21;
+const _: () = assert!(64 + MAX_FILTER_BITS - 6 <= 81 && 81 + MAX_FILTER_BITS - 6 <= 96);
 /// Chunks with a hit buffered before they are verified.
 const CANDIDATES: usize = 32;
 /// The most patterns a packed searcher takes (Teddy's own limit).
 const PACKED_MAX: usize = 64;
 /// `new` takes the largest step that leaves at most this many patterns to the side
-/// searcher: all of them fit in Teddy, which ran as fast on OONI's body set with 55
-/// patterns to the side as with 27.
+/// searcher: all of them fit in Teddy, which ran as fast with 55 patterns (five times
+/// OONI's body set, scanned at step 4 before quads) as with 27.
 const SIDE_MAX: usize = PACKED_MAX;
 
 /// One anchor in a bucket.
@@ -116,6 +120,14 @@ impl Sieve<'_> {
     }
 }
 
+/// The bit of `window` in a table of `mask + 1` words, numbered `64 * word + bit`: the
+/// bit `Sieve::bit` tests, and the order of buckets.
+#[inline(always)]
+fn slot(mask: usize, window: u64) -> usize {
+    let (word, bit) = hash(window);
+    ((word & mask) << 6) | bit as usize
+}
+
 impl Table {
     fn new(mut anchors: Vec<Anchor>) -> Table {
         // About one bit in 64 set.
@@ -128,14 +140,9 @@ impl Table {
             .clamp(MIN_FILTER_BITS, MAX_FILTER_BITS);
         let mask = (1usize << (filter_bits - 6)) - 1;
         let mut filter = vec![0u64; mask + 1].into_boxed_slice();
-        // The bit of window `g` in the table.
-        let fh = |g: u64| {
-            let (word, bit) = hash(g);
-            ((word & mask) << 6) | bit as usize
-        };
         let mut confirm = vec![0u64; mask + 1].into_boxed_slice();
         for &g in &grams {
-            let h = fh(g);
+            let h = slot(mask, g);
             filter[h >> 6] |= 1 << (h & 63);
             let (word, bit) = confirm_hash(g);
             confirm[word & mask] |= 1 << bit;
@@ -148,7 +155,7 @@ impl Table {
             .trailing_zeros()
             .min(filter_bits);
         let bucket_shift = filter_bits - bucket_bits;
-        let bucket = |g: u64| fh(g) >> bucket_shift;
+        let bucket = |g: u64| slot(mask, g) >> bucket_shift;
         anchors.sort_by_key(|a| (bucket(a.gram), a.gram, a.pattern));
         let mut starts = vec![0u32; (1 << bucket_bits) + 1];
         for a in &anchors {
@@ -182,8 +189,7 @@ impl Table {
         if (self.confirm[word & self.mask] >> bit) & 1 == 0 {
             return &[];
         }
-        let (word, bit) = hash(gram);
-        let b = (((word & self.mask) << 6) | bit as usize) >> self.bucket_shift;
+        let b = slot(self.mask, gram) >> self.bucket_shift;
         &self.anchors[self.starts[b] as usize..self.starts[b + 1] as usize]
     }
 }
@@ -295,13 +301,13 @@ fn hash(window: u64) -> (usize, u32) {
     ((p >> 64) as usize, ((p as u64) >> 58) as u32)
 }
 
-/// As `hash`, for the `confirm` table: the word and the bit from the low half, below
-/// the bits `hash` takes from it. Not from the top of the high half: a quad's product
-/// has none.
+/// As `hash`, for the `confirm` table: the word from above the bits `hash` takes from
+/// the high half (below bit 96: a quad's product has none above), the bit from below
+/// those it takes from the low half (they depend on all but a window's top 6 bits).
 #[inline(always)]
 fn confirm_hash(window: u64) -> (usize, u32) {
-    let low = (u128::from(window) * u128::from(HASH_MUL)) as u64;
-    ((low >> 37) as usize, (low >> 52) as u32 & 63)
+    let p = u128::from(window) * u128::from(HASH_MUL);
+    ((p >> 81) as usize, ((p as u64) >> 52) as u32 & 63)
 }
 
 #[inline(always)]
@@ -330,19 +336,24 @@ fn quad_key(w: u64) -> u64 {
     w & 0xFFFF_FFFF
 }
 
-/// The window at `i`, padded with zeros past the end of `bytes`. A padded window can
-/// hit the tables, but no pattern is found in it: every pattern is compared whole
+/// The `N` bytes of `bytes` from `i`, padded with zeros past its end. A padded window
+/// can hit the tables, but no pattern is found in it: every pattern is compared whole
 /// against the haystack.
+#[inline(always)]
+fn padded<const N: usize>(bytes: &[u8], i: usize) -> [u8; N] {
+    let rest = bytes.get(i..).unwrap_or(&[]);
+    let rest = &rest[..rest.len().min(N)];
+    let mut out = [0u8; N];
+    out[..rest.len()].copy_from_slice(rest);
+    out
+}
+
+/// The window at `i`, padded past the end of `bytes` (see `padded`).
 #[inline(always)]
 fn window_at(bytes: &[u8], i: usize) -> u64 {
     match bytes.get(i..i + GRAM) {
-        Some(w) => u64::from_le_bytes(w.try_into().expect("8 bytes")),
-        None => {
-            let rest = bytes.get(i..).unwrap_or(&[]);
-            let mut w = [0u8; GRAM];
-            w[..rest.len()].copy_from_slice(rest);
-            u64::from_le_bytes(w)
-        }
+        Some(_) => gram_at(bytes, i),
+        None => u64::from_le_bytes(padded(bytes, i)),
     }
 }
 
@@ -439,6 +450,7 @@ impl LiteralScan {
                     .expect("pattern has a window in every class");
                 let w = window_at(&pat[..offset + width], offset);
                 anchors.push(Anchor {
+                    // A quad's window is padded past the pattern's piece.
                     gram: if width == GRAM { w } else { quad_key(w) },
                     pattern: p as u32,
                     offset: offset as u32,
@@ -485,7 +497,8 @@ impl LiteralScan {
         }
     }
 
-    /// Quads are read every `step` bytes.
+    /// Quads are read every `step` bytes (when any pattern is anchored on them; windows
+    /// every 8 bytes in any case).
     pub fn step(&self) -> usize {
         self.step
     }
@@ -601,8 +614,9 @@ impl LiteralScan {
             }
             i += CHUNK;
         }
-        // The last windows, padded with zeros: one chunk, and with quads a second for
-        // the quads in the last three windows of the first.
+        // The last windows, padded with zeros: one chunk of windows `i..i + CHUNK`,
+        // and with quads a second, for a quad may still start at `i + CHUNK` to
+        // `i + CHUNK + 2`.
         self.verify::<STEP, QUADS>(hay, &cand[..n], seen, found);
         let tails = if QUADS { 2 } else { 1 };
         let mut tail = [(0usize, 0u32); 2];
@@ -612,9 +626,7 @@ impl LiteralScan {
             if at + if QUADS { QUAD } else { GRAM } > hay.len() {
                 break;
             }
-            let mut chunk = [0u8; CHUNK + GRAM - 1];
-            let rest = &hay[at..];
-            chunk[..rest.len()].copy_from_slice(rest);
+            let chunk = padded::<{ CHUNK + GRAM - 1 }>(hay, at);
             tail[n] = (at, chunk_hits::<STEP, QUADS>(&chunk, grams, quads));
             n += 1;
         }
@@ -783,7 +795,9 @@ mod tests {
             let gen = |rng: &mut Rng, len: usize| -> Vec<u8> {
                 (0..len).map(|_| *rng.pick(alphabet)).collect()
             };
-            let hay_len = *rng.pick(&[0, 1, 2, 3, 4, 7, 8, 9, 15, 23, 24, 40, 100, 300, 2000]);
+            let hay_len = *rng.pick(&[
+                0, 1, 2, 3, 4, 7, 8, 9, 15, 23, 24, 36, 37, 38, 40, 70, 100, 300, 2000,
+            ]);
             let hays: Vec<Vec<u8>> = (0..4).map(|_| gen(&mut rng, hay_len)).collect();
             let count = *rng.pick(&[1, 2, 5, 20, 40, 80]);
             let mut patterns: Vec<Vec<u8>> = Vec::new();
@@ -869,6 +883,29 @@ mod tests {
             &[long.clone().into_bytes(), format!("{long}b").into_bytes()],
             "flush",
         );
+    }
+
+    #[test]
+    fn patterns_at_both_ends_of_every_haystack_length() {
+        // Bytes that make every window distinct, so each pattern occurs once. Around
+        // every chunk edge (the main loop stops 39 bytes short of the end; a quad may
+        // start in the 33rd to 35th byte of the last 39), every pattern length at its
+        // start and at its end is found, and one that runs a zero byte past the end
+        // (as the padded tail does) is not.
+        for hay_len in 0..=80usize {
+            let hay: Vec<u8> = (0..hay_len)
+                .map(|k| (k as u8).wrapping_mul(37).wrapping_add(1))
+                .collect();
+            let mut patterns = Vec::new();
+            for len in 1..=hay_len.min(20) {
+                patterns.push(hay[..len].to_vec());
+                patterns.push(hay[hay_len - len..].to_vec());
+                let mut past = hay[hay_len - len + 1..].to_vec();
+                past.push(0);
+                patterns.push(past);
+            }
+            check(&patterns, &[hay], &format!("{hay_len} bytes"));
+        }
     }
 
     #[test]
