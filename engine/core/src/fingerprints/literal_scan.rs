@@ -130,14 +130,19 @@ fn slot(mask: usize, window: u64) -> usize {
 
 impl Table {
     fn new(mut anchors: Vec<Anchor>) -> Table {
-        // About one bit in 64 set.
+        // About one bit in 64 set. No anchors (the quads of most sets, and of most
+        // header scans): one word, never looked up.
         let mut grams: Vec<u64> = anchors.iter().map(|a| a.gram).collect();
         grams.sort_unstable();
         grams.dedup();
-        let filter_bits = (grams.len().max(1) * 64)
-            .next_power_of_two()
-            .trailing_zeros()
-            .clamp(MIN_FILTER_BITS, MAX_FILTER_BITS);
+        let filter_bits = if grams.is_empty() {
+            6
+        } else {
+            (grams.len() * 64)
+                .next_power_of_two()
+                .trailing_zeros()
+                .clamp(MIN_FILTER_BITS, MAX_FILTER_BITS)
+        };
         let mask = (1usize << (filter_bits - 6)) - 1;
         let mut filter = vec![0u64; mask + 1].into_boxed_slice();
         let mut confirm = vec![0u64; mask + 1].into_boxed_slice();
@@ -869,6 +874,10 @@ mod tests {
             &hays(&["aaaaaaaaaaaaaaaaaaaaaaaaaab", "baaaaaaaa", "aaaaaaa", "b"]),
             "overlaps",
         );
+        // Without quad anchors the quad table is one word.
+        let long = LiteralScan::new(&["a-long-enough-pattern"]);
+        assert_eq!((long.quads.filter.len(), long.quads.confirm.len()), (1, 1));
+        assert!(long.grams.filter.len() > 1);
         // An empty pattern occurs everywhere, the empty haystack included.
         check(
             &[Vec::new(), b"x".to_vec()],
