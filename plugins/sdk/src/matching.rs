@@ -40,10 +40,20 @@ pub fn matched_value(
     }
 }
 
-/// The matched form: `{"format": MATCHED_FORMAT, "matches": [...]}`.
+/// The matched form: `{"format": MATCHED_FORMAT, "matches": [...]}`, written
+/// directly (most bodies match nothing, and a `Value` built and printed for them cost
+/// more than their base64 decoding).
 fn matched_text(matches: Vec<FingerprintMatch>) -> String {
-    let matches: Vec<Value> = matches.into_iter().map(Value::Object).collect();
-    serde_json::json!({"format": MATCHED_FORMAT, "matches": matches}).to_string()
+    let mut out = format!("{{\"format\":\"{MATCHED_FORMAT}\",\"matches\":");
+    if matches.is_empty() {
+        out.push_str("[]}");
+        return out;
+    }
+    out.push_str(
+        &serde_json::to_string(&matches).expect("maps of strings to JSON values serialise"),
+    );
+    out.push('}');
+    out
 }
 
 /// What the engine sends in place of a response's headers (their raw JSON text): for
@@ -70,18 +80,61 @@ pub fn matched_body(raw: &[u8], host: &dyn Host) -> Option<String> {
         // Most bodies: read straight from the token, no string value built.
         b'"' => crate::jsonscan::with_unescaped(raw, |bytes| host.match_http_body(bytes))?,
         b'{' => {
-            let body: Value = serde_json::from_slice(raw).ok()?;
-            if body.get("format").and_then(Value::as_str) == Some(MATCHED_FORMAT) {
+            let FormatAndData { format, data } = format_and_data(raw)?;
+            let format = format.and_then(|f| serde_json::from_slice::<String>(f).ok());
+            if format.as_deref() == Some(MATCHED_FORMAT) {
                 return Some("{}".to_owned());
             }
-            // A body `match_response` would fail on is sent as it is, for it to fail
-            // there.
-            let bytes = body_bytes(&body).ok()??;
+            // Any other object but a base64 body is skipped by `match_response`, and a
+            // body it would fail on (no string data, bad base64) is sent as it is, for
+            // it to fail there.
+            if format.as_deref() != Some("base64") {
+                return None;
+            }
+            let data = data.filter(|d| d.first() == Some(&b'"'))?;
+            let bytes = match data.get(1..data.len() - 1) {
+                Some(inner) if !inner.contains(&b'\\') => {
+                    b64::decode(std::str::from_utf8(inner).ok()?).ok()?
+                }
+                _ => crate::jsonscan::with_unescaped(data, |text| {
+                    std::str::from_utf8(text)
+                        .ok()
+                        .and_then(|t| b64::decode(t).ok())
+                })??,
+            };
             host.match_http_body(&bytes)
         }
         _ => return None,
     };
     Some(matched_text(matches))
+}
+
+/// The raw JSON values of the members `format` and `data` of an object (of repeated
+/// keys the last, as serde_json keeps), read with the scanner: a base64 body's data
+/// is decoded straight from its token rather than copied into a `Value` first. `None`
+/// when `raw` is not an object.
+fn format_and_data(raw: &[u8]) -> Option<FormatAndData<'_>> {
+    let (mut format, mut data) = (None, None);
+    let mut cur = crate::jsonscan::Cursor::new(raw);
+    cur.object(|key, escaped, cur| {
+        let start = cur.i;
+        cur.skip_trusted()?;
+        let value = raw[start..cur.i].trim_ascii();
+        match crate::jsonscan::key_text(key, escaped).as_deref() {
+            Some("format") => format = Some(value),
+            Some("data") => data = Some(value),
+            _ => {}
+        }
+        Ok(())
+    })
+    .ok()?;
+    Some(FormatAndData { format, data })
+}
+
+/// What `format_and_data` finds: each member's raw JSON value, if present.
+struct FormatAndData<'a> {
+    format: Option<&'a [u8]>,
+    data: Option<&'a [u8]>,
 }
 
 /// The bytes of a response body as OONI matches them: a string as it is, a base64
@@ -300,6 +353,16 @@ mod tests {
             ),
             (r#""""#, ""),
             (r#"{"format":"base64","data":"aGk="}"#, "hi"),
+            // Escapes in the data, spaces, repeated keys (the last counts), key escapes.
+            (
+                r#"{ "data" : "x" , "format":"base64","data":"Pz8\/Pw==" }"#,
+                "????",
+            ),
+            (
+                r#"{"form\u0061t":"base\u0036\u0034","data":"aGk=","other":[{"data":1}]}"#,
+                "hi",
+            ),
+            (r#"{"format":"base64","data":"YW\nJj"}"#, "abc"),
         ] {
             let sent = matched_body(raw.as_bytes(), &host).unwrap();
             let sent: Value = serde_json::from_str(&sent).unwrap();
@@ -314,6 +377,12 @@ mod tests {
             "null",
             "3",
             r#"{"format":"base64","data":"abcde"}"#,
+            r#"{"format":"base64","data":null}"#,
+            r#"{"format":"base64"}"#,
+            r#"{"data":"aGk="}"#,
+            r#"{"format":"base64","data":"aGk=","format":"hex"}"#,
+            r#"{"format":64,"data":"aGk="}"#,
+            r#"{"format":"base64","data":"\u00e9"}"#,
         ] {
             assert_eq!(matched_body(raw.as_bytes(), &host), None, "{raw}");
         }
@@ -359,5 +428,61 @@ mod tests {
         let asked = host.0.borrow().len();
         assert_eq!(matched_body(br#""ab\ud800""#, &host), None);
         assert_eq!(host.0.borrow().len(), asked);
+    }
+
+    #[test]
+    fn the_matched_form_is_the_json_of_format_and_matches() {
+        let mut m = FingerprintMatch::new();
+        m.insert("name".into(), json!("nat.\"blocked\" é"));
+        m.insert("expected_countries".into(), json!(["RU", "ZZ"]));
+        m.insert("confidence_no_fp".into(), json!(5));
+        for matches in [vec![], vec![m.clone()], vec![m.clone(), m]] {
+            let values: Vec<Value> = matches.iter().cloned().map(Value::Object).collect();
+            assert_eq!(
+                matched_text(matches),
+                json!({"format": MATCHED_FORMAT, "matches": values}).to_string()
+            );
+        }
+    }
+
+    /// Object bodies are read with the scanner as `body_bytes` reads them parsed.
+    #[test]
+    fn object_bodies_read_as_parsed() {
+        let host = Recorder::default();
+        let formats = [
+            r#""base64""#,
+            r#""base\u0036\u0034""#,
+            r#""hex""#,
+            "64",
+            "null",
+        ];
+        let datas = [
+            r#""aGk=""#,
+            r#""YW\nJj\/""#,
+            r#""abcde""#,
+            r#""é""#,
+            "[1]",
+            "7",
+        ];
+        for f in formats {
+            for d in datas {
+                for raw in [
+                    format!(r#"{{"format":{f},"data":{d}}}"#),
+                    format!(r#"{{ "data" : {d} , "format" : {f} , "x" : {{"data":1}} }}"#),
+                    format!(r#"{{"data":"aGk=","format":{f},"data":{d}}}"#),
+                    format!(r#"{{"format":{f}}}"#),
+                ] {
+                    let parsed: Value = serde_json::from_str(&raw).unwrap();
+                    let want = body_bytes(&parsed).ok().flatten().map(|b| b.into_owned());
+                    let before = host.0.borrow().len();
+                    let sent = matched_body(raw.as_bytes(), &host);
+                    let got = (host.0.borrow().len() > before)
+                        .then(|| host.0.borrow().last().cloned())
+                        .flatten();
+                    assert_eq!(got, want, "{raw}");
+                    assert_eq!(sent.is_some(), want.is_some(), "{raw}");
+                }
+            }
+        }
     }
 }

@@ -136,11 +136,28 @@ fn score_inner(
         Ok(msm) => f(&msm, &host),
     };
     drop(input);
-    let out = match result {
-        Ok(scores) => serde_json::json!({ "scores": scores }),
-        Err(e) => serde_json::json!({ "error": e }),
+    hand_out(answer(result))
+}
+
+/// `{"scores": {…}}` or `{"error": "…"}`, written straight into bytes: through
+/// `Value`'s `Display` (`to_string`) every token goes by `fmt::Formatter`, which cost
+/// a module as much as parsing the measurement it scored.
+fn answer(result: Result<Scores, String>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    let written = match &result {
+        Ok(scores) => {
+            out.extend_from_slice(b"{\"scores\":");
+            serde_json::to_writer(&mut out, scores).map(|()| out.push(b'}'))
+        }
+        Err(e) => serde_json::to_writer(&mut out, &serde_json::json!({ "error": e })),
     };
-    hand_out(out.to_string().into_bytes())
+    match written {
+        Ok(()) => out,
+        // A map of strings to values always serialises; should it not, say so.
+        Err(e) => serde_json::json!({ "error": format!("cannot write the answer: {e}") })
+            .to_string()
+            .into_bytes(),
+    }
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -201,5 +218,47 @@ impl Host for WasmHost {
         };
         #[cfg(not(target_arch = "wasm32"))]
         let _ = (level, message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::answer;
+    use serde_json::{json, Value};
+
+    #[test]
+    fn answer_is_the_json_of_scores_or_error() {
+        let scores = json!({
+            "blocking_general": 1.0,
+            "blocking_country": 0.0,
+            "accuracy": 0.5e-7,
+            "analysis": {"msg": "tab\t \"quoted\" é \u{1f600}", "n": [1, -2, 3.25, null, true]},
+            "zz_first_then_aa": 1e300,
+        });
+        let Value::Object(map) = scores.clone() else {
+            unreachable!()
+        };
+        let sent = answer(Ok(map));
+        assert_eq!(
+            String::from_utf8(sent.clone()).unwrap(),
+            json!({ "scores": scores }).to_string()
+        );
+        // Key order survives the trip.
+        let back: Value = serde_json::from_slice(&sent).unwrap();
+        let keys: Vec<&String> = back["scores"].as_object().unwrap().keys().collect();
+        assert_eq!(
+            keys,
+            [
+                "blocking_general",
+                "blocking_country",
+                "accuracy",
+                "analysis",
+                "zz_first_then_aa"
+            ]
+        );
+        assert_eq!(
+            answer(Err("test_keys is a \"list\"".into())),
+            br#"{"error":"test_keys is a \"list\""}"#
+        );
     }
 }
