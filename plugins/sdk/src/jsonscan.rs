@@ -696,11 +696,26 @@ fn unescape_to(src: &[u8], dst: &mut [std::mem::MaybeUninit<u8>]) -> Option<usiz
             0xDC00..=0xDFFF => return None,
             _ => (unit, 6),
         };
-        let ch = char::from_u32(code)?;
-        let mut utf8 = [0u8; 4];
-        for &b in ch.encode_utf8(&mut utf8).as_bytes() {
-            dst[o].write(b);
-            o += 1;
+        // A scalar value (surrogates were refused or paired above) in UTF-8, written
+        // straight out: a non-ASCII page escapes most of its characters, and
+        // building a `char` and its encoding for each cost a fifth of the unescaping.
+        // Never longer than its escape: 2 or 3 bytes for 6, 4 for 12.
+        let cont = |shift: u32| 0x80 | (code >> shift & 0x3F) as u8;
+        if code < 0x800 {
+            dst[o].write(0xC0 | (code >> 6) as u8);
+            dst[o + 1].write(cont(0));
+            o += 2;
+        } else if code < 0x10000 {
+            dst[o].write(0xE0 | (code >> 12) as u8);
+            dst[o + 1].write(cont(6));
+            dst[o + 2].write(cont(0));
+            o += 3;
+        } else {
+            dst[o].write(0xF0 | (code >> 18) as u8);
+            dst[o + 1].write(cont(12));
+            dst[o + 2].write(cont(6));
+            dst[o + 3].write(cont(0));
+            o += 4;
         }
         i += len;
     }
@@ -996,7 +1011,12 @@ mod tests {
             r"\u003c",
             r"\u007f",
             r"\u0080",
+            r"\u07ff",
+            r"\u0800",
+            r"\uffff",
             r"\ud83d\ude00",
+            r"\ud800\udc00",
+            r"\udbff\udfff",
             r"\\",
         ] {
             for before in 0..40 {

@@ -209,6 +209,21 @@ struct HeaderIndex {
     regex: (RegexSet, Vec<u32>),
 }
 
+/// A set of name lengths, for telling most names apart from a map's keys without
+/// hashing them.
+struct NameLengths(u64);
+
+impl NameLengths {
+    /// The lengths of `keys` (63 standing for 63 or more).
+    fn of<'k>(keys: impl Iterator<Item = &'k String>) -> NameLengths {
+        NameLengths(keys.fold(0, |bits, k| bits | 1 << k.len().min(63)))
+    }
+
+    fn may_hold(&self, len: usize) -> bool {
+        self.0 >> len.min(63) & 1 == 1
+    }
+}
+
 pub struct Matcher {
     mode: Mode,
     minis: Vec<FingerprintMatch>,
@@ -225,6 +240,8 @@ pub struct Matcher {
     body_regex: (RegexSet, Vec<u32>),
     /// Header fingerprints by lower-case header name, each list in set order.
     headers: HashMap<String, HeaderIndex>,
+    /// The lengths in bytes of the names a header of which may be indexed.
+    header_name_lens: NameLengths,
     len: usize,
 }
 
@@ -348,6 +365,7 @@ impl Matcher {
             body_full,
             body_full_lens,
             body_regex,
+            header_name_lens: NameLengths::of(header_parts.keys()),
             headers: header_parts
                 .into_iter()
                 .map(|(name, (full, lits, res))| {
@@ -501,6 +519,7 @@ impl Matcher {
         // of spellings.
         let mut exact: Vec<(String, &'t [u8])> = Vec::new();
         let mut exact_at: HashMap<Cow<'t, str>, usize> = HashMap::new();
+        let mut lowered = String::new();
         cur.object(|raw, escaped, cur| {
             let Some(key) = key_text(raw, escaped) else {
                 return Err(ScanError {
@@ -511,10 +530,23 @@ impl Matcher {
             let start = cur.i;
             cur.skip_value()?;
             let value = &b[start..cur.i];
-            let lower = key.to_lowercase();
-            if !self.headers.contains_key(&lower) {
+            // Most names are not indexed: told so by their length (lower-casing keeps
+            // an ASCII name's), or looked up lower-cased in one buffer, without a
+            // string of their own.
+            lowered.clear();
+            if key.is_ascii() {
+                if !self.header_name_lens.may_hold(key.len()) {
+                    return Ok(());
+                }
+                lowered.push_str(&key);
+                lowered.make_ascii_lowercase();
+            } else {
+                lowered.push_str(&key.to_lowercase());
+            }
+            if !self.headers.contains_key(lowered.as_str()) {
                 return Ok(());
             }
+            let lower = lowered.clone();
             match exact_at.get(&key) {
                 Some(&at) => exact[at].1 = value,
                 None => {
@@ -788,6 +820,37 @@ pattern = "x"
             for name in ["X-\u{c9}", "x-\u{e9}", "X-\u{e9}"] {
                 let h = serde_json::json!({ name: "x" }).to_string();
                 assert_eq!(names(m.headers(&h)), ["h"], "{mode:?} {name}");
+            }
+        }
+    }
+
+    /// Names are first told apart by length; one whose lower-case form is longer or
+    /// shorter (the Kelvin sign, U+212A, lower-cases to `k`) must still be looked up.
+    #[test]
+    fn header_names_of_other_lengths_are_still_looked_up_lower_cased() {
+        let text = r#"
+[[http]]
+name = "cookie"
+scope = "isp"
+location_found = "header.set-cookie"
+pattern_type = "full"
+pattern = "x"
+"#;
+        let fps = parse_file("h.toml", text).unwrap();
+        for mode in [Mode::Compat, Mode::Strict] {
+            let m = Matcher::new(&fps, mode);
+            for (name, found) in [
+                ("Set-Cookie", true),
+                ("SET-COOKIE", true),
+                (r"set-coo\u212aie", true),
+                ("set-coo\u{212a}ie", true),
+                ("set-cookies", false),
+                ("set-cooki", false),
+                ("Set-Cookie2", false),
+            ] {
+                let h = format!(r#"{{"Server":"x","{name}":"x","Date":"x"}}"#);
+                let want: &[&str] = if found { &["cookie"] } else { &[] };
+                assert_eq!(names(m.headers(&h)), want, "{mode:?} {name}");
             }
         }
     }
