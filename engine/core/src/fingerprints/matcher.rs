@@ -799,21 +799,22 @@ pattern = 'Cisco-WSA/\d+'
         );
     }
 
+    /// One fingerprint `name`: header `header` (TOML string text) is exactly `x`.
+    fn full_header_row(name: &str, header: &str) -> Vec<Fingerprint> {
+        let text = format!(
+            "[[http]]\nname = \"{name}\"\nscope = \"isp\"\nlocation_found = \"header.{header}\"\n\
+             pattern_type = \"full\"\npattern = \"x\"\n"
+        );
+        parse_file("h.toml", &text).unwrap()
+    }
+
     /// Found with the `fingerprints` fuzz target (a fingerprint must match its own
     /// pattern): the loader lower-cased header names in ASCII only and the matcher
     /// lower-cases a measurement's names Unicode-wide, so a fingerprint on a header
     /// name with a non-ASCII capital could never match.
     #[test]
     fn non_ascii_header_names_match_in_any_case() {
-        let text = r#"
-[[http]]
-name = "h"
-scope = "isp"
-location_found = "header.X-\u00c9"
-pattern_type = "full"
-pattern = "x"
-"#;
-        let fps = parse_file("h.toml", text).unwrap();
+        let fps = full_header_row("h", r"X-\u00c9");
         assert_eq!(fps[0].location_found, "header.x-\u{e9}");
         for mode in [Mode::Compat, Mode::Strict] {
             let m = Matcher::new(&fps, mode);
@@ -828,15 +829,7 @@ pattern = "x"
     /// shorter (the Kelvin sign, U+212A, lower-cases to `k`) must still be looked up.
     #[test]
     fn header_names_of_other_lengths_are_still_looked_up_lower_cased() {
-        let text = r#"
-[[http]]
-name = "cookie"
-scope = "isp"
-location_found = "header.set-cookie"
-pattern_type = "full"
-pattern = "x"
-"#;
-        let fps = parse_file("h.toml", text).unwrap();
+        let fps = full_header_row("cookie", "set-cookie");
         for mode in [Mode::Compat, Mode::Strict] {
             let m = Matcher::new(&fps, mode);
             for (name, found) in [
