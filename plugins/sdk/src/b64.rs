@@ -24,7 +24,7 @@ pub fn decode(s: &str) -> Result<Vec<u8>, String> {
     decode_with(s, true)
 }
 
-/// `quads`: take four alphabet characters at a time where nothing is pending
+/// `quads`: take eight alphabet characters at a time where nothing is pending
 /// (without it, every character goes through the state machine, as tests compare).
 fn decode_with(s: &str, quads: bool) -> Result<Vec<u8>, String> {
     if !s.is_ascii() {
@@ -67,7 +67,8 @@ fn decode_with(s: &str, quads: bool) -> Result<Vec<u8>, String> {
                 pads += 1;
                 if quad + pads >= 4 {
                     // A complete padded quad ends the data: what follows is not read.
-                    break;
+                    out.truncate(o);
+                    return Ok(out);
                 }
             }
             continue;
@@ -86,7 +87,6 @@ fn decode_with(s: &str, quads: bool) -> Result<Vec<u8>, String> {
     }
     out.truncate(o);
     match quad {
-        _ if pads > 0 && quad + pads >= 4 => Ok(out),
         0 => Ok(out),
         1 => Err("Invalid base64-encoded string: number of data characters (1 more than a multiple of 4)".to_owned()),
         _ => Err("Incorrect padding".to_owned()),

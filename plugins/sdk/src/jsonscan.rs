@@ -1013,6 +1013,8 @@ mod tests {
             r"\u0080",
             r"\u07ff",
             r"\u0800",
+            r"\ud7ff",
+            r"\ue000",
             r"\uffff",
             r"\ud83d\ude00",
             r"\ud800\udc00",

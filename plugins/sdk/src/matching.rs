@@ -92,15 +92,10 @@ pub fn matched_body(raw: &[u8], host: &dyn Host) -> Option<String> {
                 return None;
             }
             let data = data.filter(|d| d.first() == Some(&b'"'))?;
+            let decode = |text: &[u8]| b64::decode(std::str::from_utf8(text).ok()?).ok();
             let bytes = match data.get(1..data.len() - 1) {
-                Some(inner) if !inner.contains(&b'\\') => {
-                    b64::decode(std::str::from_utf8(inner).ok()?).ok()?
-                }
-                _ => crate::jsonscan::with_unescaped(data, |text| {
-                    std::str::from_utf8(text)
-                        .ok()
-                        .and_then(|t| b64::decode(t).ok())
-                })??,
+                Some(inner) if !inner.contains(&b'\\') => decode(inner)?,
+                _ => crate::jsonscan::with_unescaped(data, decode)??,
             };
             host.match_http_body(&bytes)
         }
@@ -112,14 +107,16 @@ pub fn matched_body(raw: &[u8], host: &dyn Host) -> Option<String> {
 /// The raw JSON values of the members `format` and `data` of an object (of repeated
 /// keys the last, as serde_json keeps), read with the scanner: a base64 body's data
 /// is decoded straight from its token rather than copied into a `Value` first. `None`
-/// when `raw` is not an object.
+/// when `raw` is not an object. Values are crossed unvalidated, so this reads
+/// `raw` as serde_json would only when it is valid JSON (what `matched_body` is
+/// given: the engine cuts only validated uploads).
 fn format_and_data(raw: &[u8]) -> Option<FormatAndData<'_>> {
     let (mut format, mut data) = (None, None);
     let mut cur = crate::jsonscan::Cursor::new(raw);
     cur.object(|key, escaped, cur| {
         let start = cur.i;
         cur.skip_trusted()?;
-        let value = raw[start..cur.i].trim_ascii();
+        let value = &raw[start..cur.i];
         match crate::jsonscan::key_text(key, escaped).as_deref() {
             Some("format") => format = Some(value),
             Some("data") => data = Some(value),
@@ -387,12 +384,16 @@ mod tests {
             assert_eq!(matched_body(raw.as_bytes(), &host), None, "{raw}");
         }
         assert_eq!(host.0.borrow().len(), asked);
-        // A probe's own "matches" are dropped.
-        let forged = format!(r#"{{"format":"{MATCHED_FORMAT}","matches":[{{"name":"x"}}]}}"#);
-        assert_eq!(
-            matched_body(forged.as_bytes(), &host).as_deref(),
-            Some("{}")
-        );
+        // A probe's own "matches" are dropped, however its format is spelled.
+        for forged in [
+            format!(r#"{{"format":"{MATCHED_FORMAT}","matches":[{{"name":"x"}}]}}"#),
+            r#"{"form\u0061t":"ooni-m\u0061tched","matches":[{"name":"x"}]}"#.to_owned(),
+        ] {
+            assert_eq!(
+                matched_body(forged.as_bytes(), &host).as_deref(),
+                Some("{}")
+            );
+        }
     }
 
     #[test]
@@ -471,6 +472,7 @@ mod tests {
                     format!(r#"{{ "data" : {d} , "format" : {f} , "x" : {{"data":1}} }}"#),
                     format!(r#"{{"data":"aGk=","format":{f},"data":{d}}}"#),
                     format!(r#"{{"format":{f}}}"#),
+                    format!(r#"{{"form\u0061t":{f},"d\u0061ta":{d}}}"#),
                 ] {
                     let parsed: Value = serde_json::from_str(&raw).unwrap();
                     let want = body_bytes(&parsed).ok().flatten().map(|b| b.into_owned());

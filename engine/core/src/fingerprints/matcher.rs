@@ -530,28 +530,27 @@ impl Matcher {
             let start = cur.i;
             cur.skip_value()?;
             let value = &b[start..cur.i];
-            // Most names are not indexed: told so by their length (lower-casing keeps
-            // an ASCII name's), or looked up lower-cased in one buffer, without a
-            // string of their own.
-            lowered.clear();
+            // Most names are ASCII and not indexed: told so by their length
+            // (lower-casing keeps an ASCII name's), or lower-cased into one buffer to
+            // be looked up; only an indexed name gets a string of its own.
             if key.is_ascii() {
                 if !self.header_name_lens.may_hold(key.len()) {
                     return Ok(());
                 }
+                lowered.clear();
                 lowered.push_str(&key);
                 lowered.make_ascii_lowercase();
             } else {
-                lowered.push_str(&key.to_lowercase());
+                lowered = key.to_lowercase();
             }
             if !self.headers.contains_key(lowered.as_str()) {
                 return Ok(());
             }
-            let lower = lowered.clone();
             match exact_at.get(&key) {
                 Some(&at) => exact[at].1 = value,
                 None => {
                     exact_at.insert(key, exact.len());
-                    exact.push((lower, value));
+                    exact.push((lowered.clone(), value));
                 }
             }
             Ok(())
@@ -845,6 +844,18 @@ pattern = 'Cisco-WSA/\d+'
                 let want: &[&str] = if found { &["cookie"] } else { &[] };
                 assert_eq!(names(m.headers(&h)), want, "{mode:?} {name}");
             }
+        }
+        // Lengths of 63 bytes and more share one bit: each is still compared whole.
+        let long = "x-".repeat(35);
+        let m = Matcher::new(&full_header_row("long", &long), Mode::Strict);
+        for len in [62, 63, 64, 69, 70, 71] {
+            let name = format!("{}{}", "X-".repeat(35), "x")
+                .chars()
+                .take(len)
+                .collect::<String>();
+            let h = format!(r#"{{"{name}":"x"}}"#);
+            let want: &[&str] = if len == 70 { &["long"] } else { &[] };
+            assert_eq!(names(m.headers(&h)), want, "{len}");
         }
     }
 
