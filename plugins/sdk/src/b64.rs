@@ -21,16 +21,21 @@ fn sextet(c: u8) -> Option<u32> {
 
 /// Decodes like `binascii.a2b_base64(s, strict_mode=False)`.
 pub fn decode(s: &str) -> Result<Vec<u8>, String> {
-    decode_with(s, true)
+    decode_bytes(s.as_bytes())
+}
+
+/// `decode` of text given as bytes (non-ASCII bytes are refused as non-ASCII
+/// characters are), for data read straight from a JSON token.
+pub fn decode_bytes(b: &[u8]) -> Result<Vec<u8>, String> {
+    decode_with(b, true)
 }
 
 /// `quads`: take eight alphabet characters at a time where nothing is pending
 /// (without it, every character goes through the state machine, as tests compare).
-fn decode_with(s: &str, quads: bool) -> Result<Vec<u8>, String> {
-    if !s.is_ascii() {
+fn decode_with(b: &[u8], quads: bool) -> Result<Vec<u8>, String> {
+    if !b.is_ascii() {
         return Err("string argument should contain only ASCII characters".to_owned());
     }
-    let b = s.as_bytes();
     // Decoding never yields more than three bytes for four characters; the slack lets
     // the fast path store eight bytes where it keeps six.
     let mut out = vec![0u8; b.len() / 4 * 3 + 8];
@@ -135,7 +140,7 @@ mod tests {
                     }
                 })
                 .collect();
-            let (got, want) = (decode(&text), super::decode_with(&text, false));
+            let (got, want) = (decode(&text), super::decode_with(text.as_bytes(), false));
             assert_eq!(got, want, "{text:?}");
         }
     }

@@ -45,10 +45,6 @@ pub fn matched_value(
 /// more than their base64 decoding).
 fn matched_text(matches: Vec<FingerprintMatch>) -> String {
     let mut out = format!("{{\"format\":\"{MATCHED_FORMAT}\",\"matches\":");
-    if matches.is_empty() {
-        out.push_str("[]}");
-        return out;
-    }
     out.push_str(
         &serde_json::to_string(&matches).expect("maps of strings to JSON values serialise"),
     );
@@ -92,7 +88,7 @@ pub fn matched_body(raw: &[u8], host: &dyn Host) -> Option<String> {
                 return None;
             }
             let data = data.filter(|d| d.first() == Some(&b'"'))?;
-            let decode = |text: &[u8]| b64::decode(std::str::from_utf8(text).ok()?).ok();
+            let decode = |text: &[u8]| b64::decode_bytes(text).ok();
             let bytes = match data.get(1..data.len() - 1) {
                 Some(inner) if !inner.contains(&b'\\') => decode(inner)?,
                 _ => crate::jsonscan::with_unescaped(data, decode)??,

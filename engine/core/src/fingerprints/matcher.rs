@@ -209,18 +209,20 @@ struct HeaderIndex {
     regex: (RegexSet, Vec<u32>),
 }
 
-/// A set of name lengths, for telling most names apart from a map's keys without
+/// The lengths of a map's keys, for telling most strings apart from them without
 /// hashing them.
-struct NameLengths(u64);
+struct KeyLengths(Box<[usize]>);
 
-impl NameLengths {
-    /// The lengths of `keys` (63 standing for 63 or more).
-    fn of<'k>(keys: impl Iterator<Item = &'k String>) -> NameLengths {
-        NameLengths(keys.fold(0, |bits, k| bits | 1 << k.len().min(63)))
+impl KeyLengths {
+    fn of(lens: impl Iterator<Item = usize>) -> KeyLengths {
+        let mut lens: Vec<usize> = lens.collect();
+        lens.sort_unstable();
+        lens.dedup();
+        KeyLengths(lens.into_boxed_slice())
     }
 
     fn may_hold(&self, len: usize) -> bool {
-        self.0 >> len.min(63) & 1 == 1
+        self.0.binary_search(&len).is_ok()
     }
 }
 
@@ -234,14 +236,14 @@ pub struct Matcher {
     dns_regex: (RegexSet, Vec<u32>),
     body_literals: Literals,
     body_full: HashMap<Vec<u8>, Vec<u32>>,
-    /// The lengths of the keys of `body_full`, sorted: a body of another length is not
-    /// hashed (SipHash over a whole body costs about as much as the literal scan).
-    body_full_lens: Vec<usize>,
+    /// The lengths of the keys of `body_full`: a body of another length is not hashed
+    /// (SipHash over a whole body costs about as much as the literal scan).
+    body_full_lens: KeyLengths,
     body_regex: (RegexSet, Vec<u32>),
     /// Header fingerprints by lower-case header name, each list in set order.
     headers: HashMap<String, HeaderIndex>,
-    /// The lengths in bytes of the names a header of which may be indexed.
-    header_name_lens: NameLengths,
+    /// The lengths of the keys of `headers`.
+    header_name_lens: KeyLengths,
     len: usize,
 }
 
@@ -352,9 +354,7 @@ impl Matcher {
         }
         let (dns_literals, dns_regex) = Literals::build(dns_lits, &dns_res);
         let (body_literals, body_regex) = Literals::build(body_lits, &body_res);
-        let mut body_full_lens: Vec<usize> = body_full.keys().map(Vec::len).collect();
-        body_full_lens.sort_unstable();
-        body_full_lens.dedup();
+        let body_full_lens = KeyLengths::of(body_full.keys().map(Vec::len));
         Matcher {
             mode,
             minis,
@@ -365,7 +365,7 @@ impl Matcher {
             body_full,
             body_full_lens,
             body_regex,
-            header_name_lens: NameLengths::of(header_parts.keys()),
+            header_name_lens: KeyLengths::of(header_parts.keys().map(String::len)),
             headers: header_parts
                 .into_iter()
                 .map(|(name, (full, lits, res))| {
@@ -425,7 +425,7 @@ impl Matcher {
         self.body_literals
             .scan(body, self.mode == Mode::Strict, &mut ids);
         if self.mode == Mode::Strict {
-            if self.body_full_lens.binary_search(&body.len()).is_ok() {
+            if self.body_full_lens.may_hold(body.len()) {
                 if let Some(f) = self.body_full.get(body) {
                     ids.extend(f);
                 }
@@ -845,7 +845,7 @@ pattern = 'Cisco-WSA/\d+'
                 assert_eq!(names(m.headers(&h)), want, "{mode:?} {name}");
             }
         }
-        // Lengths of 63 bytes and more share one bit: each is still compared whole.
+        // Long names too.
         let long = "x-".repeat(35);
         let m = Matcher::new(&full_header_row("long", &long), Mode::Strict);
         for len in [62, 63, 64, 69, 70, 71] {
