@@ -264,6 +264,10 @@ impl Store {
                 .synchronous(SqliteSynchronous::Full)
                 // SQLite's default 2 MiB page cache thrashes once indexes outgrow it.
                 .pragma("cache_size", "-65536")
+                // A checkpoint copies each page once however many commits changed it
+                // since the last: with SQLite's 4 MiB default one ran after every
+                // batch, rewriting the same index pages each time.
+                .pragma("wal_autocheckpoint", "16384")
                 .busy_timeout(Duration::from_secs(10));
             let pool = SqlitePoolOptions::new()
                 .max_connections(4)
