@@ -146,29 +146,33 @@ async fn post(
     body: Bytes,
     zstd: bool,
 ) -> anyhow::Result<(hyper::StatusCode, Bytes)> {
-    let sender = match conn {
-        Some(s) if !s.is_closed() => s,
-        _ => {
-            let stream = tokio::net::TcpStream::connect(host).await?;
-            stream.set_nodelay(true)?;
-            let (sender, connection) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-            tokio::spawn(connection);
-            conn.insert(sender)
-        }
-    };
     let mut req = hyper::Request::post(path).header(hyper::header::HOST, host);
     if zstd {
         req = req.header(hyper::header::CONTENT_ENCODING, "zstd");
     }
-    let answer = async {
+    let exchange = async {
+        let sender = match conn {
+            Some(s) if !s.is_closed() => s,
+            _ => {
+                let stream = tokio::net::TcpStream::connect(host).await?;
+                stream.set_nodelay(true)?;
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let (sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+                tokio::spawn(connection);
+                conn.insert(sender)
+            }
+        };
         sender.ready().await?;
         let resp = sender.send_request(req.body(Full::new(body))?).await?;
         let status = resp.status();
         let body = resp.into_body().collect().await?.to_bytes();
         anyhow::Ok((status, body))
-    }
-    .await;
+    };
+    // As the pooled client did: an engine that stops answering fails the upload.
+    let answer = match tokio::time::timeout(Duration::from_secs(30), exchange).await {
+        Ok(answer) => answer,
+        Err(_) => Err(anyhow::anyhow!("no answer within 30 s")),
+    };
     if answer.is_err() {
         *conn = None;
     }
