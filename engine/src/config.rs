@@ -195,10 +195,21 @@ impl Default for Config {
 }
 
 fn env_parse<T: std::str::FromStr>(var: &'static str, into: &mut T) -> Result<(), ConfigError> {
-    if let Ok(value) = std::env::var(var) {
-        *into = value.parse().map_err(|_| ConfigError::Env { var, value })?;
+    if let Some(v) = env_value(var)? {
+        *into = v;
     }
     Ok(())
+}
+
+/// `var`'s value parsed, `None` when it is not set.
+fn env_value<T: std::str::FromStr>(var: &'static str) -> Result<Option<T>, ConfigError> {
+    match std::env::var(var) {
+        Ok(value) => match value.parse() {
+            Ok(v) => Ok(Some(v)),
+            Err(_) => Err(ConfigError::Env { var, value }),
+        },
+        Err(_) => Ok(None),
+    }
 }
 
 /// A comma-separated list.
@@ -243,11 +254,7 @@ impl Config {
         env_parse("OONI_SCORING_QUEUE", &mut cfg.scoring_queue)?;
         env_parse("OONI_SPOOL_GROUP_COMMIT", &mut cfg.spool_group_commit)?;
         env_parse("OONI_DB_BATCH_ROWS", &mut cfg.db_batch_rows)?;
-        if let Ok(value) = std::env::var("OONI_DB_BATCH_WAIT_MS") {
-            let ms = value.parse().map_err(|_| ConfigError::Env {
-                var: "OONI_DB_BATCH_WAIT_MS",
-                value,
-            })?;
+        if let Some(ms) = env_value("OONI_DB_BATCH_WAIT_MS")? {
             cfg.db_batch_wait_ms = Some(ms);
         }
         env_parse("OONI_PLUGINS_DIR", &mut cfg.plugins_dir)?;
@@ -312,12 +319,8 @@ impl Config {
     /// the engine's cores, 250 ms batches cost 96 µs of CPU a row under load against
     /// 173 for 20 ms ones (tools/loadgen, 2,300 uploads/s). PostgreSQL writes in its own
     /// processes and showed no such gain, so its rows keep landing within about 0.1 s.
-    pub fn db_batch_wait(&self) -> std::time::Duration {
-        let default = if self.database_url().starts_with("sqlite:") {
-            250
-        } else {
-            20
-        };
+    pub fn db_batch_wait(&self, sqlite: bool) -> std::time::Duration {
+        let default = if sqlite { 250 } else { 20 };
         std::time::Duration::from_millis(self.db_batch_wait_ms.unwrap_or(default))
     }
 
@@ -486,14 +489,16 @@ mod tests {
     #[test]
     fn row_batches_wait_longer_on_sqlite_unless_set() {
         use std::time::Duration;
-        let mut c = Config::default();
-        assert_eq!(c.db_batch_wait(), Duration::from_millis(250));
-        c.database_url = "postgres://postgres@127.0.0.1/test".into();
-        assert_eq!(c.db_batch_wait(), Duration::from_millis(20));
-        c.db_batch_wait_ms = Some(5);
-        assert_eq!(c.db_batch_wait(), Duration::from_millis(5));
-        c.database_url = String::new();
-        assert_eq!(c.db_batch_wait(), Duration::from_millis(5));
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "db_batch_rows = 7\n").unwrap();
+        let c = Config::load(Some(&p)).unwrap();
+        assert_eq!(c.db_batch_wait(true), Duration::from_millis(250));
+        assert_eq!(c.db_batch_wait(false), Duration::from_millis(20));
+        std::fs::write(&p, "db_batch_wait_ms = 5\n").unwrap();
+        let c = Config::load(Some(&p)).unwrap();
+        assert_eq!(c.db_batch_wait(true), Duration::from_millis(5));
+        assert_eq!(c.db_batch_wait(false), Duration::from_millis(5));
     }
 
     #[test]

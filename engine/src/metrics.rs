@@ -15,7 +15,9 @@ const LATENCY_BOUNDS: &[f64] = &[
     1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1.0, 10.0,
 ];
 /// Upper bounds of batch-size histograms.
-const SIZE_BOUNDS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0];
+const SIZE_BOUNDS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
+];
 
 /// A Prometheus histogram with fixed buckets, updated with atomics only (it sits on
 /// the scoring path).

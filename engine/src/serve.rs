@@ -130,7 +130,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
             queue: cfg.scoring_queue,
             queue_bytes: cfg.scoring_queue_mb.max(1) * 1024 * 1024,
             batch_rows: cfg.db_batch_rows,
-            batch_wait: cfg.db_batch_wait(),
+            batch_wait: cfg.db_batch_wait(store.backend() == "sqlite"),
         },
         store.clone(),
         registry.clone(),

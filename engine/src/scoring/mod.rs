@@ -107,7 +107,8 @@ impl Pipeline {
         metrics: Arc<Metrics>,
     ) -> std::io::Result<(Pipeline, PipelineTasks)> {
         let (tx, rx) = crossbeam_channel::bounded::<ScoreJob>(cfg.queue.max(1));
-        // Room for two batches: the scorers fill the next while one is written.
+        // The scorers fill the next two batches while one is written: at most three
+        // batches of rows are held in memory.
         let (out_tx, out_rx) = mpsc::channel::<Scored>(cfg.batch_rows.max(1) * 2);
         let queued_bytes = Arc::new(AtomicUsize::new(0));
         let mut workers = Vec::new();

@@ -265,9 +265,12 @@ impl Store {
                 // SQLite's default 2 MiB page cache thrashes once indexes outgrow it.
                 .pragma("cache_size", "-65536")
                 // A checkpoint copies each page once however many commits changed it
-                // since the last: with SQLite's 4 MiB default one ran after every
-                // batch, rewriting the same index pages each time.
+                // since the last: with SQLite's default (1000 pages, 4 MiB) one ran
+                // after every batch, rewriting the same index pages each time. 16384
+                // pages is 64 MiB at 4 KiB pages; the WAL is truncated back to that
+                // after a checkpoint rather than keeping its largest size on disk.
                 .pragma("wal_autocheckpoint", "16384")
+                .pragma("journal_size_limit", "67108864")
                 .busy_timeout(Duration::from_secs(10));
             let pool = SqlitePoolOptions::new()
                 .max_connections(4)
@@ -333,7 +336,8 @@ impl Store {
                 // journal of every page it touches; past 64 KiB SQLite spills it to a
                 // temporary file, which cost a fifth of the writer's CPU and a third of
                 // its page writes. In memory it is bounded by one statement (about 15
-                // pages a row, 500 rows: 30 MB at worst). Only the writing connection
+                // pages a row, ROWS_PER_STATEMENT = 500 rows: 30 MB at worst), however
+                // many rows the batch holds. Only the writing connection
                 // keeps temporaries in memory, and only while it writes: the API's large
                 // sorts still spill to disk.
                 let mut conn = p.acquire().await?;
