@@ -466,17 +466,23 @@ impl Config {
 mod tests {
     use super::*;
 
-    #[test]
-    fn file_values_override_defaults_and_unknown_keys_are_refused() {
+    /// `Config::load` of a file holding `toml`.
+    fn load_toml(toml: &str) -> Result<Config, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.toml");
-        std::fs::write(&p, "listen = \"0.0.0.0:9000\"\ncollector_id = \"7\"\n").unwrap();
-        let c = Config::load(Some(&p)).unwrap();
+        std::fs::write(&p, toml).unwrap();
+        Config::load(Some(&p))
+    }
+
+    #[test]
+    fn file_values_override_defaults_and_unknown_keys_are_refused() {
+        let c = load_toml("listen = \"0.0.0.0:9000\"\ncollector_id = \"7\"\n").unwrap();
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.collector_id, "7");
         assert_eq!(c.max_body_bytes, 20 * 1024 * 1024);
-        std::fs::write(&p, "lisen = \"0.0.0.0:9000\"\n").unwrap();
-        let err = Config::load(Some(&p)).unwrap_err().to_string();
+        let err = load_toml("lisen = \"0.0.0.0:9000\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("lisen"), "{err}");
     }
 
@@ -489,14 +495,10 @@ mod tests {
     #[test]
     fn row_batches_wait_longer_on_sqlite_unless_set() {
         use std::time::Duration;
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("c.toml");
-        std::fs::write(&p, "db_batch_rows = 7\n").unwrap();
-        let c = Config::load(Some(&p)).unwrap();
+        let c = load_toml("db_batch_rows = 7\n").unwrap();
         assert_eq!(c.db_batch_wait(true), Duration::from_millis(250));
         assert_eq!(c.db_batch_wait(false), Duration::from_millis(20));
-        std::fs::write(&p, "db_batch_wait_ms = 5\n").unwrap();
-        let c = Config::load(Some(&p)).unwrap();
+        let c = load_toml("db_batch_wait_ms = 5\n").unwrap();
         assert_eq!(c.db_batch_wait(true), Duration::from_millis(5));
         assert_eq!(c.db_batch_wait(false), Duration::from_millis(5));
     }
